@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`. Both set up `.venv` first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the local CPU build; anything else would pull CUDA packages
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dashboard,test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/auditor demo
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: venv
+	$(BIN)/python -m benchmarks.run
+
+lint: venv
+	$(BIN)/ruff check auditor plugins dashboards migrations tests benchmarks
+
+clean:
+	rm -rf $(VENV) .auditor

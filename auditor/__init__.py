@@ -1,0 +1,3 @@
+"""Relevance auditor: audits image classifiers for shortcut strategies with per-channel relevance."""
+
+__version__ = "0.1.0"
