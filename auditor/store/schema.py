@@ -1,0 +1,226 @@
+"""ORM models of the findings store (SQLAlchemy 2 typed declarative mapping).
+
+Every class ends in `Row` so it never reads like the typed results of `auditor.results`
+(`results.Finding` is a finding in flight, `FindingRow` is one stored). The Alembic
+migrations in `migrations/versions/` create exactly these tables; a test compares them.
+
+Child tables of an audit (channel stats, dropout, probe results) have a composite primary
+key that starts with `audit_id`, so it doubles as the index on that foreign key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from auditor.results import Severity
+
+AuditStatus = Literal["running", "succeeded", "failed"]
+DropoutCondition = Literal["baseline", "top_k", "random_k", "bottom_k"]
+ProbeVariant = Literal["probed", "neutral"]
+
+# Fixed constraint names keep migrations identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value} cannot be stored; give it a timezone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; `Base.metadata` is the target of the Alembic migrations."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[int]: JSON,
+        list[float]: JSON,
+    }
+
+
+class RegisteredModelRow(Base):
+    """A model name as registered in MLflow (or the name of a local model file)."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    versions: Mapped[list[ModelVersionRow]] = relationship(back_populates="model")
+
+
+class ModelVersionRow(Base):
+    """One version of a registered model, with the URI and flavour it was loaded from."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"))
+    version: Mapped[str]
+    uri: Mapped[str]
+    flavor: Mapped[str]
+    run_id: Mapped[str | None]
+
+    model: Mapped[RegisteredModelRow] = relationship(back_populates="versions")
+
+
+class AuditRow(Base):
+    """One audit run: `running` while it works, then `succeeded` (with results) or `failed`."""
+
+    __tablename__ = "audits"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id"), index=True
+    )
+    model_uri: Mapped[str]
+    status: Mapped[AuditStatus] = mapped_column(String(16))
+    config_yaml: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    timings: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    n_samples: Mapped[int | None]
+    n_labelled: Mapped[int | None]
+    layer: Mapped[str | None]
+    report_path: Mapped[str | None]
+
+    model_version: Mapped[ModelVersionRow | None] = relationship()
+    channel_stats: Mapped[list[ChannelStatRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ChannelStatRow.channel"
+    )
+    dropout_results: Mapped[list[DropoutResultRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    probe_results: Mapped[list[ProbeResultRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    findings: Mapped[list[FindingRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="FindingRow.id"
+    )
+
+
+class ChannelStatRow(Base):
+    """Mean relevance of one channel at the audited layer; rank 1 is the most relevant."""
+
+    __tablename__ = "channel_stats"
+
+    audit_id: Mapped[int] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    layer: Mapped[str] = mapped_column(primary_key=True)
+    channel: Mapped[int] = mapped_column(primary_key=True)
+    relevance: Mapped[float]
+    rank: Mapped[int]
+    in_top_k: Mapped[bool]
+    in_bottom_k: Mapped[bool]
+
+
+class DropoutResultRow(Base):
+    """Metrics with one channel set dropped; `repeat` numbers the random-k draws (else 0)."""
+
+    __tablename__ = "dropout_results"
+    __table_args__ = (
+        CheckConstraint(
+            "condition IN ('baseline', 'top_k', 'random_k', 'bottom_k')", name="condition"
+        ),
+    )
+
+    audit_id: Mapped[int] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    condition: Mapped[DropoutCondition] = mapped_column(String(16), primary_key=True)
+    repeat: Mapped[int] = mapped_column(primary_key=True)
+    k: Mapped[int]
+    accuracy: Mapped[float | None]
+    average_precision: Mapped[float | None]
+    flip_rate: Mapped[float]
+    logit_drop: Mapped[float]
+    n_samples: Mapped[int]
+    n_labelled: Mapped[int]
+    channels: Mapped[list[int]]
+
+
+class ProbeResultRow(Base):
+    """One probe on one variant: the probed samples, or a neutral perturbation of equal size."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (CheckConstraint("variant IN ('probed', 'neutral')", name="variant"),)
+
+    audit_id: Mapped[int] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    probe: Mapped[str] = mapped_column(primary_key=True)
+    variant: Mapped[ProbeVariant] = mapped_column(String(16), primary_key=True)
+    accuracy: Mapped[float | None]
+    average_precision: Mapped[float | None]
+    flip_rate: Mapped[float]
+    logit_drop: Mapped[float]
+    perturbation_norm: Mapped[float]
+    top_k_activation_drop: Mapped[float]
+    random_k_activation_drops: Mapped[list[float]]
+
+
+class FindingRow(Base):
+    """A stored finding. `fingerprint` is equal for the same finding in consecutive audits."""
+
+    __tablename__ = "findings"
+    __table_args__ = (CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str]
+    severity: Mapped[Severity] = mapped_column(String(8))
+    title: Mapped[str]
+    probe: Mapped[str | None]
+    evidence: Mapped[dict[str, Any]]
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
