@@ -40,3 +40,7 @@ class MlflowUnreachableError(AuditorError):
 
 class StoreError(AuditorError):
     """The findings database cannot be reached or migrated."""
+
+
+class RelevanceError(AuditorError):
+    """A relevance method cannot explain an operation of the model."""

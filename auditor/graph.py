@@ -1,0 +1,246 @@
+"""One graph representation for every model artefact.
+
+MLflow 3 logs PyTorch models with `torch.export`; loaded back they are FX graphs of aten
+operations without `nn.Conv2d` modules. Eager modules are exported the same way, so the
+auditor always works on an `fx.GraphModule` whose nodes keep their module path in the
+`nn_module_stack` metadata. Layers are addressed by that path (`layer4`, `layer4.1.conv2`);
+the output of a layer is the last node executed inside it. Splitting the graph at a layer
+gives a trunk (input -> layer output) and a head (layer output -> logits), so activation
+capture, channel masks and relevance at that layer are graph edits, not module hooks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from auditor.errors import LayerNotFoundError, ModelLoadError
+
+aten = torch.ops.aten
+
+CONV_OPS = {aten.conv2d.default, aten.convolution.default}
+GLOBAL_POOL_OPS = {aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.flatten.using_ints}
+
+
+def module_paths(node: fx.Node) -> list[str]:
+    """Module paths enclosing `node`, outermost first (the root module's '' excluded)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return [path for path, _type in stack.values() if path]
+
+
+def _freeze(gm: fx.GraphModule) -> fx.GraphModule:
+    """Parameters as constants: the auditor never trains. (Exported graphs are always in the
+    mode they were exported in, inference here; they refuse `.eval()`.)"""
+    for p in gm.parameters():
+        p.requires_grad_(False)
+    return gm
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """A classifier cut at `layer`: `head(trunk(x))` equals the whole model's logits."""
+
+    layer: str
+    trunk: fx.GraphModule
+    head: fx.GraphModule
+
+
+class ModelGraph:
+    """A classifier as an FX graph of aten operations with module paths on its nodes."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = _plain(gm)
+        self._compute = [n for n in self.gm.graph.nodes if n.op == "call_function"]
+        self._last_node: dict[str, fx.Node] = {}
+        for node in self._compute:
+            for path in module_paths(node):
+                self._last_node[path] = node
+
+    @classmethod
+    def from_program(cls, program: torch.export.ExportedProgram) -> ModelGraph:
+        return cls(program.module())
+
+    @classmethod
+    def from_module(cls, module: nn.Module, example: torch.Tensor) -> ModelGraph:
+        """Export an eager module with a dynamic batch dimension (`torch.export`)."""
+        module = module.eval()
+        try:
+            program = torch.export.export(
+                module, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},)
+            )
+        except Exception as err:  # torch.export raises many unrelated types
+            raise ModelLoadError(
+                f"model {type(module).__name__} cannot be exported to a graph: "
+                f"{str(err).splitlines()[0]}",
+                "make forward() free of data-dependent Python control flow",
+            ) from err
+        return cls.from_program(program)
+
+    @property
+    def layers(self) -> list[str]:
+        """Every addressable module path, in the order of their outputs."""
+        return sorted(self._last_node, key=lambda p: self._compute.index(self._last_node[p]))
+
+    def output_node(self, layer: str) -> fx.Node:
+        """The node whose value is the output of module `layer`."""
+        try:
+            return self._last_node[layer]
+        except KeyError:
+            close = difflib.get_close_matches(layer, self._last_node, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "see `auditor layers`"
+            raise LayerNotFoundError(f"layer '{layer}' is not a module of the model", hint) from None
+
+    def default_layer(self) -> str:
+        """The output of the last convolutional block: the outermost module whose output is
+        the last 4-D activation before global pooling."""
+        pools = [n for n in self._compute if n.target in GLOBAL_POOL_OPS]
+        convs = [n for n in self._compute if n.target in CONV_OPS]
+        if not pools or not convs:
+            raise LayerNotFoundError(
+                "the model has no convolution followed by global pooling",
+                "name the audited layer in the config (model.layer)",
+            )
+        node = pools[0].args[0]
+        while isinstance(node, fx.Node) and not module_paths(node):
+            node = node.args[0]
+        for path in module_paths(node):
+            if self._last_node[path] is node:
+                return path
+        raise LayerNotFoundError(
+            "cannot name the last convolutional block", "name it in the config (model.layer)"
+        )
+
+    def split(self, layer: str) -> SplitModel:
+        """Cut the graph at the output of `layer` into trunk and head graphs.
+
+        The head holds every operation that depends on the layer output. The cut is valid only
+        when every path from the input to the logits passes through that output (a block
+        output, not a layer inside a residual branch).
+        """
+        cut = self.output_node(layer)
+        graph = self.gm.graph
+        above: set[fx.Node] = set()
+        for node in graph.nodes:
+            if node is cut or any(a in above for a in node.all_input_nodes):
+                above.add(node)
+        above.discard(cut)
+
+        trunk = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        for node in graph.nodes:
+            if node.op == "output":
+                break
+            if node in above:
+                continue
+            env[node] = trunk.node_copy(node, lambda n: env[n])
+            if node is cut:
+                break
+        trunk.output(env[cut])
+
+        head = fx.Graph()
+        henv: dict[fx.Node, fx.Node] = {cut: head.placeholder("activation")}
+        for node in graph.nodes:
+            if node.op == "output":
+                head.output(henv[node.args[0]])
+            elif node in above:
+                for dep in node.all_input_nodes:
+                    if dep in henv:
+                        continue
+                    if dep.op != "get_attr":
+                        raise LayerNotFoundError(
+                            f"layer '{layer}' does not separate the model: '{node.name}' also "
+                            f"reads '{dep.name}' from below it",
+                            "choose a block output (e.g. a residual stage) as the audited layer",
+                        )
+                    henv[dep] = head.node_copy(dep)
+                henv[node] = head.node_copy(node, lambda n: henv[n])
+        return SplitModel(
+            layer=layer,
+            trunk=_freeze(fx.GraphModule(self.gm, trunk)),
+            head=_freeze(fx.GraphModule(self.gm, head)),
+        )
+
+
+def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
+    """Canonize for LRP: fold every inference BatchNorm into the convolution feeding it.
+
+    `BN(conv(x; W, b)) = conv(x; W * s, (b - mu) * s + beta)` with `s = gamma / sqrt(var + eps)`
+    per output channel. A BatchNorm not fed by an unshared convolution stays in place (LRP then
+    treats it as a per-channel affine layer). Returns a new GraphModule; `gm` is unchanged.
+    """
+    folded = _plain(gm)
+    for bn in list(folded.graph.nodes):
+        if bn.target is not aten.batch_norm.default:
+            continue
+        conv = bn.args[0]
+        if not (isinstance(conv, fx.Node) and conv.target is aten.conv2d.default and len(conv.users) == 1):
+            continue
+        _, w_node, b_node, mean_node, var_node, training, _momentum, eps, _cudnn = bn.args
+        if training:
+            continue
+        conv_w = _attr(folded, conv.args[1])
+        conv_b = _attr(folded, conv.args[2]) if len(conv.args) > 2 else None
+        gamma, beta = _attr(folded, w_node), _attr(folded, b_node)
+        mean, var = _attr(folded, mean_node), _attr(folded, var_node)
+        scale = (gamma if gamma is not None else torch.ones_like(var)) / torch.sqrt(var + eps)
+        shift = beta if beta is not None else torch.zeros_like(var)
+        new_w = conv_w * scale.reshape(-1, 1, 1, 1)
+        new_b = ((conv_b if conv_b is not None else torch.zeros_like(var)) - mean) * scale + shift
+        prefix = f"_folded_{conv.name}"
+        folded.register_buffer(f"{prefix}_weight", new_w.detach().clone())
+        folded.register_buffer(f"{prefix}_bias", new_b.detach().clone())
+        with folded.graph.inserting_before(conv):
+            w_attr = folded.graph.get_attr(f"{prefix}_weight")
+            b_attr = folded.graph.get_attr(f"{prefix}_bias")
+        args = list(conv.args) + [None] * (7 - len(conv.args))
+        args[1], args[2] = w_attr, b_attr
+        args[3:] = [a if a is not None else d for a, d in zip(args[3:], ([1, 1], [0, 0], [1, 1], 1))]
+        conv.args = tuple(args)
+        bn.replace_all_uses_with(conv)
+        folded.graph.erase_node(bn)
+    folded.graph.eliminate_dead_code()
+    folded.recompile()
+    return _freeze(folded)
+
+
+def _single_output(output: fx.Node, what: str) -> fx.Node:
+    """The one tensor a graph returns (export wraps outputs in a tuple)."""
+    value = output.args[0]
+    while isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ModelLoadError(
+                f"the model returns {len(value)} outputs; the auditor needs one tensor of {what}",
+                "wrap the model so that forward() returns the class logits only",
+            )
+        value = value[0]
+    return value
+
+
+def _attr(gm: fx.GraphModule, node: fx.Node | None) -> torch.Tensor | None:
+    """The tensor a `get_attr` node reads (None for an absent optional argument)."""
+    if node is None:
+        return None
+    owner, _, name = node.target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)
+
+
+def _plain(gm: fx.GraphModule) -> fx.GraphModule:
+    """A frozen copy of `gm` called as `gm(x) -> logits`: one input, one tensor out (exported
+    graphs take and return pytrees)."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise ModelLoadError(
+            f"the model takes {len(inputs)} inputs; the auditor needs one image batch",
+            "wrap the model so that forward(x) takes the image batch only",
+        )
+    for node in gm.graph.nodes:
+        if node.op == "output":
+            graph.output(env[_single_output(node, "logits")])
+        else:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    return _freeze(fx.GraphModule(gm, graph))
