@@ -1,0 +1,299 @@
+"""Resolve models and sample files from MLflow (registry, runs, artefact store) or local paths.
+
+MLflow's HTTP client retries a failing request 7 times with exponential backoff and waits up
+to 120 s per request, so an unreachable server would stall an audit for minutes. Every remote
+call here first runs `check_tracking_server` (one `/health` request with a short timeout) and
+bounds MLflow's retries and timeout for this process unless the user set them explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+import requests
+import torch
+from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
+from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
+from auditor.results import ModelRef
+
+TRUST_FIX = "set model.trusted: true in the config if you trust the source"
+REMOTE_SCHEMES = (
+    "runs",
+    "models",
+    "mlflow-artifacts",
+    "http",
+    "https",
+    "s3",
+    "gs",
+    "wasbs",
+    "dbfs",
+)
+# Process-wide bounds for MLflow's HTTP client; an explicit environment setting wins.
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model artefact as loaded: exactly one of `program` (pt2) and `module` (pickle) is set."""
+
+    ref: ModelRef
+    program: torch.export.ExportedProgram | None
+    module: torch.nn.Module | None
+    input_example: np.ndarray | None
+
+
+def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with `MlflowUnreachableError` if an http(s) tracking server does not answer
+    `/health` within `timeout` seconds; other URIs (sqlite:, file:, paths) need no server."""
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        return
+    try:
+        response = requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout)
+        reason = None if response.ok else f"/health answered HTTP {response.status_code}"
+    except requests.Timeout:
+        reason = f"no answer within {timeout:g} s"
+    except requests.RequestException as err:
+        reason = _short_reason(err)
+    if reason is not None:
+        raise MlflowUnreachableError(
+            f"MLflow tracking server {tracking_uri} is unreachable: {reason}",
+            "start the server or set tracking_uri / MLFLOW_TRACKING_URI",
+        )
+
+
+def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
+    """Load the `pytorch` flavour of a model given as `models:/name@alias`, `models:/name/3`,
+    `models:/<logged model id>`, `runs:/<run_id>/<path>` or a local directory holding an
+    `MLmodel` file.
+
+    MLflow 3 logs PyTorch models as `torch.export` archives (`data/model.pt2`); they are
+    returned as an `ExportedProgram` so that the graph keeps its module-path metadata.
+    `torch.export.load` unpickles the archive's weights and constants without restriction,
+    so it is as dangerous as a pickle from an untrusted source. Unless the source is trusted
+    (`trusted=True`, or `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true` set explicitly: MLflow
+    itself defaults that variable to true and then checks nothing), the archive must first pass
+    the same pickle-free check `mlflow.pytorch.load_model` applies (every record is metadata or
+    accepted by torch's `weights_only` unpickler); if that check is not available in the
+    installed MLflow the archive is refused rather than loaded unchecked. Pickled eager
+    modules (`data/model.pth`) load only from trusted sources, through `mlflow.pytorch`.
+    """
+    local = _local_path(uri)
+    if local is not None:
+        if not local.exists():
+            raise ModelLoadError(
+                f"model path {uri} does not exist", "check model.uri in the config"
+            )
+        if not (local / "MLmodel").is_file():
+            raise ModelLoadError(
+                f"model path {uri} holds no MLmodel file",
+                "pass a directory written by mlflow.pytorch.save_model, or an MLflow model URI",
+            )
+        return _load_dir(local, ModelRef(uri, local.resolve().name, None, ""), trusted)
+    check_tracking_server(tracking_uri)
+    _bound_http_retries()
+    ref, download_uri = _resolve(uri, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="auditor-model-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                download_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
+            )
+        except MlflowException as err:
+            raise ModelLoadError(
+                f"model URI {uri} could not be downloaded: {_short_reason(err)}",
+                "check the run id and artefact path",
+            ) from err
+        if not (Path(path) / "MLmodel").is_file():
+            raise ModelLoadError(
+                f"model URI {uri} holds no MLmodel file", "point the URI at a logged MLflow model"
+            )
+        return _load_dir(Path(path), ref, trusted)
+
+
+def download_samples(uri: str, *, tracking_uri: str) -> Path:
+    """Return a local path for a sample file or folder: `runs:/...`, `mlflow-artifacts:/...` and
+    `models:/...` are downloaded to a fresh temporary directory; local paths are returned as is."""
+    local = _local_path(uri)
+    if local is not None:
+        if not local.exists():
+            raise SampleError(
+                f"sample file {uri} does not exist", "check samples[].uri in the config"
+            )
+        return local
+    check_tracking_server(tracking_uri)
+    _bound_http_retries()
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            uri,
+            dst_path=tempfile.mkdtemp(prefix="auditor-samples-"),
+            tracking_uri=tracking_uri,
+            registry_uri=tracking_uri,
+        )
+    except MlflowException as err:
+        raise SampleError(
+            f"sample URI {uri} could not be downloaded: {_short_reason(err)}",
+            "check the run id and artefact path",
+        ) from err
+    return Path(path)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path a URI names (plain path or file: URI), or None for a remote URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme in REMOTE_SCHEMES:
+        return None
+    return Path(uri)
+
+
+def _resolve(uri: str, tracking_uri: str) -> tuple[ModelRef, str]:
+    """The model reference and the URI to download; registry URIs are pinned to the version
+    resolved here, so that an alias moving meanwhile cannot mix two versions."""
+    last_part = uri.rstrip("/").rsplit("/", 1)[-1]
+    if uri.startswith("runs:/"):
+        run_id = uri[len("runs:/") :].split("/", 1)[0]
+        return ModelRef(uri, last_part, None, "", run_id), uri
+    if not uri.startswith("models:/"):
+        return ModelRef(uri, last_part, None, ""), uri
+    spec = uri[len("models:/") :]
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if "@" in spec:
+            name, alias = spec.rsplit("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        elif "/" not in spec:  # an MLflow 3 logged-model id, models:/m-...
+            logged = client.get_logged_model(spec)
+            return ModelRef(uri, logged.name, None, "", logged.source_run_id), uri
+        elif re.fullmatch(r"[^/]+/\d+", spec):
+            name, number = spec.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+        else:
+            raise ModelLoadError(
+                f"model URI {uri} is not of the form models:/name@alias, models:/name/<version> "
+                "or models:/<model id>",
+                "use a registry alias or a version number",
+            )
+    except MlflowException as err:
+        raise ModelLoadError(
+            f"model URI {uri} does not resolve: {_short_reason(err)}",
+            "check the name and alias in the MLflow registry",
+        ) from err
+    ref = ModelRef(uri, version.name, str(version.version), "", version.run_id)
+    return ref, f"models:/{version.name}/{version.version}"
+
+
+def _load_dir(path: Path, ref: ModelRef, trusted: bool) -> LoadedModel:
+    """Load the pytorch flavour of a local MLflow model directory."""
+    model = Model.load(str(path / "MLmodel"))
+    conf = model.flavors.get("pytorch")
+    if conf is None:
+        raise ModelLoadError(
+            f"model URI {ref.uri} has no pytorch flavour (has {', '.join(model.flavors)})",
+            "log the model with mlflow.pytorch.log_model",
+        )
+    trusted = trusted or _pickle_explicitly_allowed()
+    example = model.load_input_example(str(path))
+    example = example if isinstance(example, np.ndarray) else None
+    data = path / conf["model_data"]
+    if (data / "model.pt2").is_file():
+        if not trusted:
+            _check_pt2_pickle_free(data / "model.pt2", ref.uri)
+        try:
+            program = torch.export.load(str(data / "model.pt2"))
+        except Exception as err:  # torch raises many kinds on a corrupt or foreign archive
+            raise ModelLoadError(
+                f"model URI {ref.uri}: the pt2 archive cannot be loaded: {_short_reason(err)}",
+                "re-log the model with mlflow.pytorch.log_model under this torch version",
+            ) from err
+        return LoadedModel(_with_flavor(ref, "pytorch-pt2"), program, None, example)
+    if not trusted:
+        raise ModelLoadError(
+            f"model URI {ref.uri} is a pickled PyTorch model; unpickling runs arbitrary code",
+            TRUST_FIX,
+        )
+    try:
+        with _env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION.name, "true"):
+            module = mlflow.pytorch.load_model(str(path), map_location="cpu", weights_only=False)
+    except Exception as err:  # unpickling fails with any exception, e.g. a class not importable
+        raise ModelLoadError(
+            f"model URI {ref.uri}: the pickled model cannot be loaded: {_short_reason(err)}",
+            "make the model's class importable (log it with code_paths) or log it as pt2",
+        ) from err
+    return LoadedModel(_with_flavor(ref, "pytorch-pickle"), None, module.eval(), example)
+
+
+def _check_pt2_pickle_free(archive: Path, uri: str) -> None:
+    """Apply MLflow's own pickle-free check of pt2 archives (private in MLflow, so fail closed
+    if a future version drops it)."""
+    check = getattr(mlflow.pytorch, "_validate_pt2_archive_is_pickle_free", None)
+    if check is None:
+        raise ModelLoadError(
+            f"model URI {uri}: this MLflow version cannot verify that the pt2 archive is "
+            "pickle-free",
+            TRUST_FIX,
+        )
+    try:
+        check(str(archive))
+    except MlflowException as err:
+        raise ModelLoadError(
+            f"model URI {uri}: the pt2 archive failed MLflow's pickle-free check: "
+            f"{_short_reason(err)}",
+            TRUST_FIX,
+        ) from err
+
+
+def _pickle_explicitly_allowed() -> bool:
+    """True only if the user set MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true; MLflow itself
+    defaults the variable to true, so its `.get()` cannot tell a deliberate choice."""
+    name = MLFLOW_ALLOW_PICKLE_DESERIALIZATION.name
+    return os.environ.get(name, "").strip().lower() in ("true", "1")
+
+
+def _with_flavor(ref: ModelRef, flavor: str) -> ModelRef:
+    return ModelRef(ref.uri, ref.name, ref.version, flavor, ref.run_id)
+
+
+def _bound_http_retries() -> None:
+    for name, value in HTTP_BOUNDS.items():
+        os.environ.setdefault(name, value)
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set one environment variable for the duration of the block."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _short_reason(err: Exception) -> str:
+    """One short line out of a (possibly multi-line, nested) exception message."""
+    text = getattr(err, "message", None) or str(err)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if errno:
+        return errno.group(1).strip().lower()
+    line = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
