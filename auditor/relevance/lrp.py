@@ -140,7 +140,7 @@ class LRP:
     """Layer-wise relevance propagation through a graph (`gm(x) -> logits`).
 
     `attribute(x, target)` returns the relevance of every element of `x` for the logit of
-    `target` (default: the predicted class), starting from `R = f_target(x)` at the output so
+    `target` (default, and where a target is negative: the predicted class), starting from `R = f_target(x)` at the output so
     that, for conservative rules, the relevance sums to the explained logit.
     """
 
@@ -154,8 +154,8 @@ class LRP:
         """(relevance at `x`, logits); one forward and one backward through the graph."""
         x = x.detach().requires_grad_(True)
         logits = _RelevanceInterpreter(self.gm, self.rules).run(x)
-        if target is None:
-            target = logits.detach().argmax(dim=1)
+        predicted = logits.detach().argmax(dim=1)
+        target = predicted if target is None else torch.where(target >= 0, target, predicted)
         index = target.reshape(-1, 1).to(logits.device)
         start = torch.zeros_like(logits).scatter_(1, index, logits.detach().gather(1, index))
         (relevance,) = torch.autograd.grad(logits, x, start)

@@ -83,7 +83,7 @@ class Rule:
     def __call__(
         self, fn: WeightedOp, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        op = lambda inp: fn(inp, weight, bias)  # noqa: E731
+        op = lambda inp: fn(inp, weight, bias)
         return _RuleFunction.apply(op, self.modified(fn, weight, bias), self.epsilon, x)
 
 

@@ -1,0 +1,74 @@
+"""Channel dropout validation (seed 000, case C): drop the top-k relevant channels, k random
+channels (repeated, averaged) and the bottom-k channels at the audited layer, and compare.
+
+The trunk's cost is paid once: the layer's activations are cached and every condition runs
+only the head, on the activation with the dropped channels set to zero where they were ranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import fx
+
+from auditor.checks.metrics import condition_metrics
+from auditor.results import DropoutTable
+
+
+def rank_channels(relevance: np.ndarray, k: int) -> tuple[list[int], list[int]]:
+    """(top-k, bottom-k) channel indices by mean relevance; ties broken by channel index."""
+    order = np.lexsort((np.arange(len(relevance)), -relevance))
+    return [int(c) for c in order[:k]], [int(c) for c in order[::-1][:k]]
+
+
+def random_channel_sets(
+    n_channels: int, k: int, exclude: Sequence[int], repeats: int, seed: int
+) -> list[list[int]]:
+    """`repeats` sets of k channels drawn without replacement from the channels outside
+    `exclude` (the top-k), seeded so that two audits draw the same sets."""
+    pool = np.setdiff1d(np.arange(n_channels), np.asarray(exclude, dtype=int))
+    if len(pool) < k:
+        raise ValueError(f"cannot draw {k} random channels from {len(pool)} outside the top-k")
+    rng = np.random.default_rng(seed)
+    return [sorted(int(c) for c in rng.choice(pool, size=k, replace=False)) for _ in range(repeats)]
+
+
+def head_logits(
+    head: fx.GraphModule, activations: torch.Tensor, drop: Sequence[int], batch_size: int
+) -> torch.Tensor:
+    """Logits of the head on cached activations with channels `drop` zeroed."""
+    mask = torch.ones(activations.shape[1], dtype=activations.dtype)
+    mask[list(drop)] = 0
+    shape = (1, -1) + (1,) * (activations.dim() - 2)
+    mask = mask.reshape(shape)
+    with torch.no_grad():
+        return torch.cat(
+            [head(chunk.float() * mask) for chunk in activations.split(batch_size)]
+        )
+
+
+def dropout_validation(
+    head: fx.GraphModule,
+    activations: torch.Tensor,
+    labels: np.ndarray,
+    *,
+    top_k: list[int],
+    bottom_k: list[int],
+    random_sets: list[list[int]],
+    batch_size: int,
+) -> DropoutTable:
+    base = head_logits(head, activations, [], batch_size)
+
+    def measure(drop: Sequence[int]):
+        return condition_metrics(head_logits(head, activations, drop, batch_size), base, labels)
+
+    return DropoutTable(
+        k=len(top_k),
+        baseline=condition_metrics(base, base, labels),
+        top_k=measure(top_k),
+        random_k=[measure(s) for s in random_sets],
+        bottom_k=measure(bottom_k),
+        random_sets=random_sets,
+    )

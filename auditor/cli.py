@@ -1,0 +1,144 @@
+"""The `auditor` command line.
+
+Every failure caused by input ends as one line `error: ... -- fix: ...` on stderr and exit
+status 2 (1 for an unexpected internal error, 130 when interrupted), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from auditor.errors import AuditorError
+
+app = typer.Typer(
+    help="Audit image classifiers for shortcut strategies with per-channel relevance.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Create or inspect the findings database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="audit config (YAML)")]
+
+
+@app.command()
+def audit(
+    config: ConfigOption,
+    report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Run one audit of the model and samples named in CONFIG and store its findings."""
+    from auditor import progress
+    from auditor.config import load_config
+    from auditor.pipeline import run_audit
+    from auditor.summary import print_summary
+
+    progress.enabled = not quiet
+    cfg = load_config(config)
+    outcome = run_audit(cfg, report_path=report)
+    print_summary(out, outcome, cfg)
+
+
+@app.command()
+def layers(config: ConfigOption) -> None:
+    """List the module paths of the configured model that can be audited."""
+    from auditor.config import load_config
+    from auditor.mlflow_io import load_model
+    from auditor.pipeline import build_graph
+    from auditor.samples import load_samples
+
+    cfg = load_config(config)
+    loaded = load_model(cfg.model.uri, tracking_uri=cfg.tracking_uri, trusted=cfg.model.trusted)
+    samples = load_samples(cfg.samples[:1], tracking_uri=cfg.tracking_uri, preprocess=cfg.preprocess)
+    graph = build_graph(loaded, samples, cfg)
+    default = graph.default_layer()
+    for name in graph.layers:
+        out.print(f"{name}{'  (default)' if name == default else ''}")
+
+
+@app.command()
+def demo(
+    home: Annotated[Path, typer.Option(help="folder for the MLflow store, database and report")] = Path(
+        ".auditor"
+    ),
+    seed: Annotated[int, typer.Option(help="seed of data, training and audit")] = 0,
+) -> None:
+    """Train a counterfeit detector with a colour shortcut, log it to a local MLflow store,
+    and audit it (fully offline)."""
+    from auditor.demo.run import run_demo
+
+    run_demo(home=home, seed=seed, console=out)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: Annotated[str | None, typer.Option(help="database URL (default: AUDITOR_DB_URL or SQLite)")] = None,
+) -> None:
+    """Upgrade the findings database to the newest schema (Alembic)."""
+    from auditor.config import default_store_url
+    from auditor.store.migrate import current, display_url, upgrade
+
+    target = url or default_store_url()
+    upgrade(target)
+    out.print(f"{display_url(target)} is at schema revision {current(target)}")
+
+
+@db_app.command("current")
+def db_current(
+    url: Annotated[str | None, typer.Option(help="database URL (default: AUDITOR_DB_URL or SQLite)")] = None,
+) -> None:
+    """Print the schema revision of the findings database."""
+    from auditor.config import default_store_url
+    from auditor.store.migrate import current, head
+
+    revision = current(url or default_store_url())
+    out.print(f"{revision or '(empty)'} (newest: {head()})")
+
+
+def _quiet_libraries() -> None:
+    """MLflow's INFO logs and download bars would drown the audit's own progress and summary."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app()
+    except AuditorError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: the audit was recorded as failed")
+        sys.exit(130)
+    except Exception as err:  # an unexpected failure: still one line, with where to report it
+        err_console.print(
+            f"[bold red]internal error:[/] {type(err).__name__}: {err} -- please report this "
+            "with the config; rerun with AUDITOR_DEBUG=1 for the traceback",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if _debug():
+            raise
+        sys.exit(1)
+
+
+def _debug() -> bool:
+    return os.environ.get("AUDITOR_DEBUG") == "1"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""One audit, top to bottom: resolve -> one batched relevance pass -> checks -> findings -> store.
+
+`audit(config)` computes an `AuditResult` without touching the store; `run_audit(config)`
+wraps it in the store's life cycle: the audit row is created as running, its results land in
+one transaction, and any failure (bad input, interruption) marks it failed with its error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from auditor import __version__
+from auditor.checks.dropout import dropout_validation, random_channel_sets, rank_channels
+from auditor.checks.findings import derive_findings
+from auditor.checks.metrics import condition_metrics
+from auditor.checks.probes import PROBES, neutral_perturbation, relative_drop
+from auditor.config import AuditConfig
+from auditor.errors import AuditorError, ConfigError, SampleError
+from auditor.graph import ModelGraph, SplitModel
+from auditor.mlflow_io import LoadedModel, load_model
+from auditor.passes import RelevancePass, layer_pass, relevance_pass
+from auditor.relevance import LRP, composite
+from auditor.report import staged_report
+from auditor.results import AuditResult, ChannelTable, ProbeResult
+from auditor.samples import SampleSet, load_samples, normalize
+from auditor.store import AuditStore
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    audit_id: int
+    result: AuditResult
+    report_path: Path | None
+
+
+class _Timer(dict):
+    """Wall-clock seconds per stage, in stage order."""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self[name] = round(time.perf_counter() - start, 4)
+
+
+def build_graph(loaded: LoadedModel, samples: SampleSet, config: AuditConfig) -> ModelGraph:
+    if loaded.program is not None:
+        return ModelGraph.from_program(loaded.program)
+    example = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
+    return ModelGraph.from_module(loaded.module, example)
+
+
+def check_fit(split: SplitModel, samples: SampleSet, config: AuditConfig) -> None:
+    """Fail early, with the sample size in the message, when the samples do not fit the model."""
+    batch = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
+    try:
+        with torch.no_grad():
+            split.head(split.trunk(batch))
+    except Exception as err:  # shape errors surface as several exception types
+        size = "x".join(str(s) for s in samples.images.shape[1:])
+        raise SampleError(
+            f"samples of size {size} do not fit model {config.model.uri}: "
+            f"{str(err).splitlines()[0]}",
+            "set preprocess.size to the model's input size",
+        ) from err
+
+
+def top_k_size(n_channels: int, config: AuditConfig) -> int:
+    k = config.channels.top_k or max(1, round(config.channels.top_k_fraction * n_channels))
+    if 2 * k > n_channels:
+        raise ConfigError(
+            f"channels.top_k = {k} leaves fewer than k of the {n_channels} channels for random-k",
+            f"use top_k <= {n_channels // 2}",
+        )
+    return k
+
+
+def run_probe(
+    name: str,
+    split: SplitModel,
+    samples: SampleSet,
+    base: RelevancePass,
+    channels: ChannelTable,
+    random_sets: list[list[int]],
+    config: AuditConfig,
+) -> ProbeResult:
+    """One probe and its neutral twin, through the trunk once each."""
+    probe = PROBES[name]
+
+    def probed(batch: torch.Tensor, _start: int) -> torch.Tensor:
+        return probe(batch)
+
+    def neutral(batch: torch.Tensor, start: int) -> torch.Tensor:
+        return neutral_perturbation(batch, probe(batch), seed=config.seed * 1_000_003 + start)
+
+    run = {"preprocess": config.preprocess, "batch_size": config.batch_size}
+    probed_pass = layer_pass(split, samples.images, probed, **run, description=f"probe {name}")
+    neutral_pass = layer_pass(split, samples.images, neutral, **run, description=f"neutral twin of {name}")
+    images = torch.from_numpy(samples.images)
+    norm = float((probe(images) - images).flatten(start_dim=1).norm(dim=1).mean())
+    return ProbeResult(
+        name=name,
+        probed=condition_metrics(probed_pass.logits, base.logits, samples.labels),
+        neutral=condition_metrics(neutral_pass.logits, base.logits, samples.labels),
+        perturbation_norm=norm,
+        top_k_activation_drop=relative_drop(
+            base.channel_means, probed_pass.channel_means, channels.top_k
+        ),
+        random_k_activation_drops=[
+            relative_drop(base.channel_means, probed_pass.channel_means, s) for s in random_sets
+        ],
+    )
+
+
+def audit(config: AuditConfig) -> AuditResult:
+    """Compute one audit's results (no store involved)."""
+    torch.manual_seed(config.seed)
+    timer = _Timer()
+    with timer.stage("load_model"):
+        loaded = load_model(
+            config.model.uri, tracking_uri=config.tracking_uri, trusted=config.model.trusted
+        )
+    with timer.stage("load_samples"):
+        samples = load_samples(
+            config.samples, tracking_uri=config.tracking_uri, preprocess=config.preprocess
+        )
+    with timer.stage("prepare_graph"):
+        graph = build_graph(loaded, samples, config)
+        layer = config.model.layer or graph.default_layer()
+        split = graph.split(layer)
+        check_fit(split, samples, config)
+        lrp = LRP(split.head, composite(config.relevance.composite, config.relevance.epsilon))
+    with timer.stage("relevance_pass"):
+        targets = None
+        if config.relevance.target == "label":
+            targets = torch.from_numpy(samples.labels)
+        base = relevance_pass(
+            split, lrp, samples.images, targets, config.preprocess, config.batch_size
+        )
+    relevance = base.channel_relevance.mean(dim=0).numpy().astype(float)
+    k = top_k_size(len(relevance), config)
+    top, bottom = rank_channels(relevance, k)
+    channels = ChannelTable(
+        layer=layer,
+        method=f"lrp:{config.relevance.composite}",
+        relevance=[float(r) for r in relevance],
+        top_k=top,
+        bottom_k=bottom,
+    )
+    random_sets = random_channel_sets(
+        len(relevance), k, exclude=top, repeats=config.dropout.random_repeats, seed=config.seed
+    )
+    with timer.stage("dropout"):
+        dropout = dropout_validation(
+            split.head, base.activations, samples.labels,
+            top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
+        )
+    with timer.stage("probes"):
+        probes = [
+            run_probe(name, split, samples, base, channels, random_sets, config)
+            for name in config.probes.names
+        ]
+    findings = derive_findings(
+        channels, dropout, probes, config.thresholds, list(config.probes.non_semantic)
+    )
+    return AuditResult(
+        model=loaded.ref,
+        n_samples=len(samples.labels),
+        n_labelled=samples.n_labelled,
+        sample_sets={name: samples.set_names.count(name) for name in dict.fromkeys(samples.set_names)},
+        channels=channels,
+        dropout=dropout,
+        probes=probes,
+        findings=findings,
+        timings=dict(timer),
+    )
+
+
+def config_hash(config: AuditConfig) -> str:
+    return hashlib.sha256(config.to_yaml().encode()).hexdigest()
+
+
+def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditOutcome:
+    """Run and store one audit; on any failure the stored audit is marked failed and the
+    error propagates (an `AuditorError` carries the one-line message for the user)."""
+    store = AuditStore(config.store_url)
+    try:
+        store.mark_stale_running_as_failed()
+        audit_id = store.start_audit(
+            model_uri=config.model.uri,
+            config_yaml=config.to_yaml(),
+            config_hash=config_hash(config),
+            code_version=__version__,
+        )
+        try:
+            start = time.perf_counter()
+            result = audit(config)
+            result.timings["total"] = round(time.perf_counter() - start, 4)
+            with staged_report(report_path, audit_id, result):
+                store.finish_audit(
+                    audit_id, result, report_path=str(report_path) if report_path else None
+                )
+        except BaseException as err:
+            reason = str(err) if isinstance(err, AuditorError) else f"{type(err).__name__}: {err}"
+            store.fail_audit(audit_id, reason or type(err).__name__)
+            raise
+        return AuditOutcome(audit_id=audit_id, result=result, report_path=report_path)
+    finally:
+        store.close()

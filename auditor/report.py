@@ -1,0 +1,80 @@
+"""The JSON report of an audit: a stable format that other tools read (see README, "Report").
+
+`format_version` changes only when a field is removed or changes meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from auditor.results import AuditResult, ProbeResult
+
+FORMAT_VERSION = 1
+
+
+def _probe(p: ProbeResult) -> dict[str, Any]:
+    return {
+        "probed": asdict(p.probed),
+        "neutral": asdict(p.neutral),
+        "perturbation_norm": p.perturbation_norm,
+        "top_k_activation_drop": p.top_k_activation_drop,
+        "random_k_activation_drops": p.random_k_activation_drops,
+    }
+
+
+def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
+    d = result.dropout
+    return {
+        "format_version": FORMAT_VERSION,
+        "audit_id": audit_id,
+        "model": asdict(result.model),
+        "samples": {
+            "n": result.n_samples,
+            "n_labelled": result.n_labelled,
+            "sets": result.sample_sets,
+        },
+        "channels": {
+            "layer": result.channels.layer,
+            "method": result.channels.method,
+            "k": result.channels.k,
+            "top_k": result.channels.top_k,
+            "bottom_k": result.channels.bottom_k,
+            "relevance": result.channels.relevance,
+        },
+        "dropout": {
+            "k": d.k,
+            "baseline": asdict(d.baseline),
+            "top_k": asdict(d.top_k),
+            "random_k": d.random_k_mean,
+            "random_k_runs": [
+                {"channels": s, **asdict(m)} for s, m in zip(d.random_sets, d.random_k)
+            ],
+            "bottom_k": asdict(d.bottom_k),
+        },
+        "probes": {p.name: _probe(p) for p in result.probes},
+        "findings": [asdict(f) for f in result.findings],
+        "timings": result.timings,
+    }
+
+
+@contextmanager
+def staged_report(path: Path | None, audit_id: int, result: AuditResult) -> Iterator[None]:
+    """Write the report beside `path`, and move it into place only when the body (storing the
+    audit) succeeds: a report file exists exactly for a stored audit."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(json.dumps(build_report(audit_id, result), indent=2))
+    try:
+        yield
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    staging.replace(path)

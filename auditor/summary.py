@@ -1,0 +1,75 @@
+"""The human-readable summary of an audit printed by `auditor audit` and `auditor demo`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from auditor.config import AuditConfig
+from auditor.pipeline import AuditOutcome
+from auditor.results import ConditionMetrics
+from auditor.store.migrate import display_url
+
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _row(name: str, m: ConditionMetrics | dict) -> list[str]:
+    get = m.get if isinstance(m, dict) else lambda key: getattr(m, key)
+    return [
+        name,
+        _pct(get("accuracy")),
+        _pct(get("average_precision")),
+        _pct(get("flip_rate")),
+        f"{get('logit_drop'):.3f}",
+    ]
+
+
+def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) -> None:
+    r = outcome.result
+    version = f" version {r.model.version}" if r.model.version else ""
+    console.print(
+        f"\n[bold]Audit {outcome.audit_id}[/] of [bold]{r.model.name}[/]{version} "
+        f"({r.model.uri}) at layer [bold]{r.channels.layer}[/]: {r.n_samples} samples, "
+        f"{r.n_labelled} labelled, {r.timings.get('total', 0):.1f} s"
+    )
+    console.print(f"top-{r.channels.k} channels ({r.channels.method}): {r.channels.top_k}")
+
+    dropout = Table(title=f"Channel dropout (k = {r.dropout.k})", title_justify="left")
+    for column in ("condition", "accuracy", "AP", "flip rate", "logit drop"):
+        dropout.add_column(column, justify="left" if column == "condition" else "right")
+    d = r.dropout
+    dropout.add_row(*_row("none (baseline)", d.baseline))
+    dropout.add_row(*_row("top-k", d.top_k))
+    dropout.add_row(*_row(f"random-k (mean of {len(d.random_k)})", d.random_k_mean))
+    dropout.add_row(*_row("bottom-k", d.bottom_k))
+    console.print(dropout)
+
+    probes = Table(title="Probes", title_justify="left")
+    for column in ("probe", "accuracy", "flip rate", "neutral flip", "top-k act. drop", "random act. drop"):
+        probes.add_column(column, justify="left" if column == "probe" else "right")
+    for p in r.probes:
+        random_drop = sum(p.random_k_activation_drops) / len(p.random_k_activation_drops)
+        probes.add_row(
+            p.name, _pct(p.probed.accuracy), _pct(p.probed.flip_rate), _pct(p.neutral.flip_rate),
+            _pct(p.top_k_activation_drop), _pct(random_drop),
+        )
+    console.print(probes)
+
+    if r.findings:
+        findings = Table(title="Findings", title_justify="left")
+        for column in ("severity", "kind", "finding"):
+            findings.add_column(column)
+        for f in r.findings:
+            style = SEVERITY_STYLE[f.severity]
+            findings.add_row(f"[{style}]{f.severity}[/]", f.kind + (f" ({f.probe})" if f.probe else ""), f.title)
+        console.print(findings)
+    else:
+        console.print("[green]No findings[/] at the configured thresholds.")
+
+    console.print(f"stored in: {display_url(config.store_url)} (audit {outcome.audit_id})")
+    if outcome.report_path:
+        console.print(f"report:    {outcome.report_path}")
