@@ -1,0 +1,103 @@
+"""The audit pipeline on the counterfeit scenario (seed 000, case C), in process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from auditor.config import AuditConfig
+from auditor.pipeline import AuditOutcome, run_audit
+from auditor.store import AuditStore
+
+from .conftest import Scenario, audit_config
+
+pytestmark = pytest.mark.slow
+
+
+def run(config: dict, tmp_path: Path) -> AuditOutcome:
+    return run_audit(AuditConfig.model_validate(config), report_path=tmp_path / "report.json")
+
+
+def kinds(outcome: AuditOutcome) -> set[tuple[str, str | None]]:
+    return {(f.kind, f.probe) for f in outcome.result.findings}
+
+
+def dropout_effect(outcome: AuditOutcome) -> float:
+    d = outcome.result.dropout
+    return d.top_k.flip_rate - d.random_k_mean["flip_rate"]
+
+
+def test_colour_shortcut_is_flagged_by_probe_and_channels(shortcut_scenario: Scenario, tmp_path):
+    outcome = run(audit_config(shortcut_scenario, tmp_path), tmp_path)
+
+    assert ("probe_sensitivity", "grayscale") in kinds(outcome)
+    assert ("spurious_channels", "grayscale") in kinds(outcome)
+    spurious = next(f for f in outcome.result.findings if f.kind == "spurious_channels")
+    assert spurious.evidence["channels"] == outcome.result.channels.top_k
+    assert spurious.evidence["dropout"]["effect"] >= 0.2
+    probe = outcome.result.probes[0]
+    assert probe.probed.flip_rate > probe.neutral.flip_rate + 0.2
+    # dropping the top-k channels hurts far more than random-k, bottom-k barely matters
+    d = outcome.result.dropout
+    assert d.top_k.accuracy < d.random_k_mean["accuracy"] - 0.2
+    assert d.bottom_k.flip_rate <= d.random_k_mean["flip_rate"] + 0.05
+
+
+def test_clean_control_is_validated_but_not_flagged(control_scenario: Scenario, tmp_path):
+    outcome = run(audit_config(control_scenario, tmp_path), tmp_path)
+
+    assert outcome.result.findings == []
+    assert dropout_effect(outcome) >= 0.2  # its top-k channels are validated all the same
+    assert outcome.result.dropout.baseline.accuracy >= 0.9
+
+
+def test_report_and_store_hold_the_whole_audit(shortcut_scenario: Scenario, tmp_path):
+    outcome = run(audit_config(shortcut_scenario, tmp_path), tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+
+    assert report["audit_id"] == outcome.audit_id
+    assert report["model"]["name"] == "model" and report["model"]["flavor"] == "pytorch-pt2"
+    assert report["channels"]["layer"] == "layer3"
+    assert len(report["channels"]["relevance"]) == 32 and len(report["channels"]["top_k"]) == 3
+    assert set(report["dropout"]) >= {"top_k", "random_k", "bottom_k", "baseline"}
+    for condition in ("top_k", "random_k", "bottom_k"):
+        assert set(report["dropout"][condition]) >= {"accuracy", "average_precision", "flip_rate", "logit_drop"}
+    assert set(report["probes"]["grayscale"]) >= {"probed", "neutral", "top_k_activation_drop"}
+    assert {f["kind"] for f in report["findings"]} == {"probe_sensitivity", "spurious_channels"}
+    assert all(f["probe"] == "grayscale" for f in report["findings"])
+
+    store = AuditStore(audit_config(shortcut_scenario, tmp_path)["store_url"])
+    stored = store.get_audit(outcome.audit_id)
+    store.close()
+    assert stored.status == "succeeded" and stored.error is None
+    assert stored.layer == "layer3" and stored.n_samples == 600 and stored.n_labelled == 300
+    assert len(stored.channel_stats) == 32
+    assert sorted(c.channel for c in stored.channel_stats if c.in_top_k) == sorted(outcome.result.channels.top_k)
+    assert {r.condition for r in stored.dropout_results} == {"baseline", "top_k", "random_k", "bottom_k"}
+    assert sum(r.condition == "random_k" for r in stored.dropout_results) == 5
+    assert {f.kind for f in stored.findings} == {"probe_sensitivity", "spurious_channels"}
+
+
+def test_unlabeled_samples_use_flip_rate_and_logit_drop(shortcut_scenario: Scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path, samples=[("production", shortcut_scenario.production)])
+    outcome = run(config, tmp_path)
+
+    d = outcome.result.dropout
+    assert outcome.result.n_labelled == 0
+    assert d.top_k.accuracy is None and d.top_k.average_precision is None
+    assert d.top_k.flip_rate > d.random_k_mean["flip_rate"]
+    assert d.top_k.logit_drop > d.random_k_mean["logit_drop"]
+    assert ("probe_sensitivity", "grayscale") in kinds(outcome)
+
+
+def test_same_config_gives_same_ranking_and_findings(shortcut_scenario: Scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path)
+    first, second = run(config, tmp_path), run(config, tmp_path)
+
+    assert first.audit_id != second.audit_id
+    assert first.result.channels.top_k == second.result.channels.top_k
+    assert first.result.channels.relevance == second.result.channels.relevance
+    assert first.result.dropout.random_sets == second.result.dropout.random_sets
+    assert first.result.findings == second.result.findings

@@ -1,0 +1,176 @@
+"""`auditor audit` as users run it: a subprocess against a real MLflow tracking server, and
+every kind of bad input ending in one clear line, a non-zero exit and no half-written audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from auditor.store import AuditStore
+
+from .conftest import Scenario, audit_config
+
+pytestmark = pytest.mark.slow
+
+AUDITOR = str(Path(sys.executable).with_name("auditor"))
+
+
+def auditor(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [AUDITOR, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def write_config(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server: str, shortcut_scenario: Scenario) -> dict[str, str]:
+    """The shortcut detector registered as `counterfeit@production` on the tracking server,
+    with its sample sets logged as artefacts of the training run."""
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment("cli-test")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            info = mlflow.pytorch.log_model(
+                shortcut_scenario.model,
+                name="model",
+                input_example=np.zeros((2, 3, 64, 64), np.float32),
+                registered_model_name="counterfeit",
+            )
+            mlflow.log_artifact(str(shortcut_scenario.validation), artifact_path="samples")
+            mlflow.log_artifact(str(shortcut_scenario.production), artifact_path="samples")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client.set_registered_model_alias("counterfeit", "production", str(info.registered_model_version))
+    return {
+        "tracking_uri": mlflow_server,
+        "model": "models:/counterfeit@production",
+        "validation": f"runs:/{run.info.run_id}/samples/validation.npz",
+        "production": f"runs:/{run.info.run_id}/samples/production.npz",
+    }
+
+
+def server_config(registered: dict[str, str], scenario: Scenario, tmp_path: Path, **overrides) -> dict:
+    config = audit_config(scenario, tmp_path, **overrides)
+    config["tracking_uri"] = registered["tracking_uri"]
+    config["model"]["uri"] = overrides.get("model", {}).get("uri", registered["model"])
+    config["samples"] = [
+        {"name": "validation", "uri": registered["validation"]},
+        {"name": "production", "uri": registered["production"]},
+    ]
+    return config
+
+
+def test_audit_against_a_real_tracking_server(registered, shortcut_scenario, tmp_path):
+    config = write_config(tmp_path, server_config(registered, shortcut_scenario, tmp_path))
+    result = auditor("audit", "--config", str(config), "--report", str(tmp_path / "r.json"), "--quiet")
+
+    assert result.returncode == 0, result.stderr
+    assert "spurious_channels" in result.stdout and "probe_sensitivity" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["model"] == {
+        "uri": "models:/counterfeit@production",
+        "name": "counterfeit",
+        "version": "1",
+        "flavor": "pytorch-pt2",
+        "run_id": report["model"]["run_id"],
+    }
+    assert report["samples"]["sets"] == {"validation": 300, "production": 300}
+    store = AuditStore(f"sqlite:///{tmp_path / 'auditor.db'}")
+    audit = store.get_audit(report["audit_id"])
+    store.close()
+    assert audit.status == "succeeded"
+    assert audit.model_version.model.name == "counterfeit" and audit.model_version.version == "1"
+    assert {f.kind for f in audit.findings} == {f["kind"] for f in report["findings"]}
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, tmp_path: Path, *needles: str) -> None:
+    """One line on stderr naming the problem, exit 2, and (where an audit was started) the
+    audit stored as failed with its error and not one result row."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    db = tmp_path / "auditor.db"
+    if not db.exists():
+        return
+    store = AuditStore(f"sqlite:///{db}")
+    audits = store.list_audits()
+    assert len(audits) == 1
+    audit = store.get_audit(audits[0].id)
+    store.close()
+    assert audit.status == "failed" and audit.error
+    assert not (audit.channel_stats or audit.dropout_results or audit.probe_results or audit.findings)
+
+
+def test_config_that_does_not_validate(shortcut_scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path)
+    config["model"]["colour"] = "red"
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "model.colour", "audit.yaml")
+    assert not (tmp_path / "auditor.db").exists()
+
+
+def test_missing_config_file(tmp_path):
+    result = auditor("audit", "--config", str(tmp_path / "nope.yaml"))
+    assert_clean_failure(result, tmp_path, "nope.yaml", "does not exist")
+
+
+def test_unknown_layer_name(shortcut_scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path, model={"layer": "layer9"})
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "layer9", "did you mean")
+
+
+def test_model_uri_that_does_not_exist(registered, shortcut_scenario, tmp_path):
+    config = server_config(registered, shortcut_scenario, tmp_path, model={"uri": "models:/no-such-model@production"})
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "models:/no-such-model@production")
+
+
+def test_mlflow_unreachable(shortcut_scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path, model={"uri": "models:/counterfeit@production"})
+    config["tracking_uri"] = "http://127.0.0.1:1"
+    start = time.monotonic()
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "http://127.0.0.1:1", "unreachable")
+    assert time.monotonic() - start < 120  # fails fast instead of retrying for minutes
+
+
+def test_corrupt_sample_file(shortcut_scenario, tmp_path):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    config = audit_config(shortcut_scenario, tmp_path, samples=[("broken", bad)])
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "broken.npz")
+
+
+def test_wrongly_shaped_sample_file(shortcut_scenario, tmp_path):
+    bad = tmp_path / "flat.npz"
+    np.savez(bad, images=np.zeros((4, 64, 64), np.uint8))
+    config = audit_config(shortcut_scenario, tmp_path, samples=[("flat", bad)])
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "flat.npz", "shape")
+
+
+def test_samples_that_do_not_fit_the_model(shortcut_scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path, preprocess={"size": [32, 48]})
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_clean_failure(result, tmp_path, "do not fit", "preprocess.size")
