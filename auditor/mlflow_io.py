@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
+import onnx
 import requests
 import torch
 from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
@@ -27,6 +28,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
+from auditor.onnx_import import check_runtime_parity, load_onnx, random_input, read_onnx
 from auditor.results import ModelRef
 
 TRUST_FIX = "set model.trusted: true in the config if you trust the source"
@@ -51,12 +53,15 @@ HTTP_BOUNDS = {
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model artefact as loaded: exactly one of `program` (pt2) and `module` (pickle) is set."""
+    """A model artefact as loaded: exactly one of `program` (pt2, `ref.flavor` "pytorch-pt2"),
+    `module` (pickle, "pytorch-pickle") and `graph` (ONNX imported into aten operations,
+    "onnx") is set."""
 
     ref: ModelRef
     program: torch.export.ExportedProgram | None
     module: torch.nn.Module | None
     input_example: np.ndarray | None
+    graph: torch.fx.GraphModule | None = None
 
 
 def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
@@ -79,9 +84,13 @@ def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
 
 
 def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
-    """Load the `pytorch` flavour of a model given as `models:/name@alias`, `models:/name/3`,
-    `models:/<logged model id>`, `runs:/<run_id>/<path>` or a local directory holding an
-    `MLmodel` file.
+    """Load a model given as `models:/name@alias`, `models:/name/3`, `models:/<logged model
+    id>`, `runs:/<run_id>/<path>` or a local directory holding an `MLmodel` file.
+
+    The `pytorch` flavour is loaded where present; a model that also has the `onnx` flavour
+    must then give the same outputs under ONNX Runtime (`ModelLoadError` otherwise). A model
+    with the `onnx` flavour only is imported into aten operations (`LoadedModel.graph`) and
+    checked against ONNX Runtime; ONNX files hold no pickles, so they need no trust.
 
     MLflow 3 logs PyTorch models as `torch.export` archives (`data/model.pt2`); they are
     returned as an `ExportedProgram` so that the graph keeps its module-path metadata.
@@ -103,7 +112,7 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
         if not (local / "MLmodel").is_file():
             raise ModelLoadError(
                 f"model path {uri} holds no MLmodel file",
-                "pass a directory written by mlflow.pytorch.save_model, or an MLflow model URI",
+                "pass a directory written by mlflow.pytorch / mlflow.onnx save_model, or a model URI",
             )
         return _load_dir(local, ModelRef(uri, local.resolve().name, None, ""), trusted)
     check_tracking_server(tracking_uri)
@@ -200,17 +209,55 @@ def _resolve(uri: str, tracking_uri: str) -> tuple[ModelRef, str]:
 
 
 def _load_dir(path: Path, ref: ModelRef, trusted: bool) -> LoadedModel:
-    """Load the pytorch flavour of a local MLflow model directory."""
+    """Load the pytorch flavour of a local MLflow model directory, checked against its onnx
+    flavour if it has both; else its onnx flavour."""
     model = Model.load(str(path / "MLmodel"))
-    conf = model.flavors.get("pytorch")
-    if conf is None:
-        raise ModelLoadError(
-            f"model URI {ref.uri} has no pytorch flavour (has {', '.join(model.flavors)})",
-            "log the model with mlflow.pytorch.log_model",
-        )
-    trusted = trusted or _pickle_explicitly_allowed()
     example = model.load_input_example(str(path))
     example = example if isinstance(example, np.ndarray) else None
+    onnx_conf = model.flavors.get("onnx")
+    if "pytorch" in model.flavors:
+        loaded = _load_pytorch(path, model.flavors["pytorch"], ref, trusted, example)
+        if onnx_conf is not None:
+            _check_flavours_agree(loaded, path / onnx_conf["data"])
+        return loaded
+    if onnx_conf is not None:
+        proto = read_onnx(path / onnx_conf["data"], name=ref.uri)
+        parity_input = _parity_input(proto, example, ref.uri)
+        graph = load_onnx(proto, example=parity_input, name=ref.uri)
+        return LoadedModel(_with_flavor(ref, "onnx"), None, None, example, graph)
+    raise ModelLoadError(
+        f"model URI {ref.uri} has no pytorch or onnx flavour (has {', '.join(model.flavors)})",
+        "log the model with mlflow.pytorch.log_model or mlflow.onnx.log_model",
+    )
+
+
+def _check_flavours_agree(loaded: LoadedModel, onnx_path: Path) -> None:
+    """Raise `ModelLoadError` unless the loaded pytorch flavour and the onnx flavour give the
+    same outputs on a random input."""
+    uri = loaded.ref.uri
+    proto = read_onnx(onnx_path, name=uri)
+    run = loaded.program.module() if loaded.program is not None else loaded.module
+    check_runtime_parity(
+        proto,
+        run,
+        _parity_input(proto, loaded.input_example, uri),
+        name=uri,
+        what="the pytorch flavour",
+        fix="log both flavours from the same trained model",
+    )
+
+
+def _parity_input(proto: onnx.ModelProto, example: np.ndarray | None, uri: str) -> torch.Tensor:
+    """A random input of the input example's shape, else of the ONNX model's input shape."""
+    return random_input(proto, name=uri, shape=None if example is None else example.shape)
+
+
+def _load_pytorch(
+    path: Path, conf: dict, ref: ModelRef, trusted: bool, example: np.ndarray | None
+) -> LoadedModel:
+    """Load the pytorch flavour: a pt2 archive (pickle-free check unless trusted) or, from
+    trusted sources only, a pickled module."""
+    trusted = trusted or _pickle_explicitly_allowed()
     data = path / conf["model_data"]
     if (data / "model.pt2").is_file():
         if not trusted:
