@@ -51,8 +51,12 @@ class _Timer(dict):
 
 
 def build_graph(loaded: LoadedModel, samples: SampleSet, config: AuditConfig) -> ModelGraph:
+    """The model as one aten graph, whatever its artefact: torch.export program, imported ONNX
+    graph, or (trusted) eager module exported on two of the samples."""
     if loaded.program is not None:
         return ModelGraph.from_program(loaded.program)
+    if loaded.graph is not None:
+        return ModelGraph(loaded.graph)
     example = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
     return ModelGraph.from_module(loaded.module, example)
 
