@@ -135,9 +135,10 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
         return _load_dir(Path(path), ref, trusted)
 
 
-def download_samples(uri: str, *, tracking_uri: str) -> Path:
+def download_samples(uri: str, *, tracking_uri: str, into: Path) -> Path:
     """Return a local path for a sample file or folder: `runs:/...`, `mlflow-artifacts:/...` and
-    `models:/...` are downloaded to a fresh temporary directory; local paths are returned as is."""
+    `models:/...` are downloaded into the folder `into` (the caller owns and removes it); local
+    paths are returned as is."""
     local = _local_path(uri)
     if local is not None:
         if not local.exists():
@@ -150,7 +151,7 @@ def download_samples(uri: str, *, tracking_uri: str) -> Path:
     try:
         path = mlflow.artifacts.download_artifacts(
             uri,
-            dst_path=tempfile.mkdtemp(prefix="auditor-samples-"),
+            dst_path=str(into),
             tracking_uri=tracking_uri,
             registry_uri=tracking_uri,
         )

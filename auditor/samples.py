@@ -10,6 +10,7 @@ Formats (documented in README.md):
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -81,13 +82,17 @@ def load_sample_set(path: Path, *, name: str, preprocess: Preprocess) -> SampleS
 def load_samples(
     sources: list[SampleSource], *, tracking_uri: str, preprocess: Preprocess
 ) -> SampleSet:
-    """Download (if remote) and load every source, concatenated in config order."""
-    sets = [
-        load_sample_set(
-            download_samples(s.uri, tracking_uri=tracking_uri), name=s.name, preprocess=preprocess
-        )
-        for s in sources
-    ]
+    """Download (if remote) and load every source, concatenated in config order; downloads
+    are removed once loaded."""
+    with tempfile.TemporaryDirectory(prefix="auditor-samples-") as tmp:
+        sets = [
+            load_sample_set(
+                download_samples(s.uri, tracking_uri=tracking_uri, into=Path(tmp) / str(i)),
+                name=s.name,
+                preprocess=preprocess,
+            )
+            for i, s in enumerate(sources)
+        ]
     return _concatenate(sets)
 
 

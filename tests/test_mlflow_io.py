@@ -164,21 +164,22 @@ def test_logged_model_id_uri(logged: Logged) -> None:
     assert loaded.ref.name == "model" and loaded.ref.run_id == logged.pickle_run_id
 
 
-def test_download_samples(logged: Logged) -> None:
+def test_download_samples(logged: Logged, tmp_path: Path) -> None:
     path = download_samples(
-        f"runs:/{logged.run_id}/samples/x.npz", tracking_uri=logged.tracking_uri
+        f"runs:/{logged.run_id}/samples/x.npz", tracking_uri=logged.tracking_uri, into=tmp_path
     )
+    assert path.is_relative_to(tmp_path)
     with np.load(path) as archive:
         np.testing.assert_array_equal(archive["images"], logged.samples)
 
 
-def test_download_missing_samples(logged: Logged) -> None:
+def test_download_missing_samples(logged: Logged, tmp_path: Path) -> None:
     uri = f"runs:/{logged.run_id}/samples/nope.npz"
     with pytest.raises(SampleError, match=f"sample URI {uri} could not be downloaded"):
-        download_samples(uri, tracking_uri=logged.tracking_uri)
+        download_samples(uri, tracking_uri=logged.tracking_uri, into=tmp_path)
 
 
-def test_unreachable_server_fails_fast() -> None:
+def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(
         MlflowUnreachableError, match=f"MLflow tracking server {UNREACHABLE} is unreachable"
@@ -187,14 +188,14 @@ def test_unreachable_server_fails_fast() -> None:
     with pytest.raises(MlflowUnreachableError, match="MLFLOW_TRACKING_URI"):
         load_model("models:/tiny@production", tracking_uri=UNREACHABLE, trusted=False)
     with pytest.raises(MlflowUnreachableError):
-        download_samples("runs:/abc/samples/x.npz", tracking_uri=UNREACHABLE)
+        download_samples("runs:/abc/samples/x.npz", tracking_uri=UNREACHABLE, into=tmp_path)
     assert time.monotonic() - start < 10
 
 
 def test_local_paths_need_no_server(tmp_path: Path) -> None:
     check_tracking_server(f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(SampleError, match="does not exist"):
-        download_samples(str(tmp_path / "missing.npz"), tracking_uri=UNREACHABLE)
+        download_samples(str(tmp_path / "missing.npz"), tracking_uri=UNREACHABLE, into=tmp_path)
     with pytest.raises(ModelLoadError, match="holds no MLmodel file"):
         load_model(str(tmp_path), tracking_uri=UNREACHABLE, trusted=True)
     with pytest.raises(ModelLoadError, match="does not exist"):
