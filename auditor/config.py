@@ -116,6 +116,13 @@ class Thresholds(_Strict):
     )
 
 
+class MlflowLogging(_Strict):
+    """Log each audit to an MLflow run (metrics, report, tables) and tag the audited version."""
+
+    enabled: bool = False
+    experiment: str = Field(default="relevance-audits", min_length=1)
+
+
 class AuditConfig(_Strict):
     """A whole audit, as read from `audit.yaml`."""
 
@@ -127,6 +134,7 @@ class AuditConfig(_Strict):
     dropout: DropoutSettings = Field(default_factory=DropoutSettings)
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    mlflow_logging: MlflowLogging = Field(default_factory=MlflowLogging)
     tracking_uri: str = Field(default_factory=default_tracking_uri)
     store_url: str = Field(default_factory=default_store_url)
     batch_size: int = Field(default=64, ge=1)
