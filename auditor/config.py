@@ -7,13 +7,23 @@ give the same findings.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from auditor.errors import ConfigError
+from auditor.results import Severity
 
 DEFAULT_HOME = Path(".auditor")
 
@@ -123,6 +133,142 @@ class MlflowLogging(_Strict):
     experiment: str = Field(default="relevance-audits", min_length=1)
 
 
+class DriftThresholds(_Strict):
+    """Tolerated change of explanation statistics against the baseline audit. A statistic
+    drifts only when its whole bootstrap interval lies beyond its threshold."""
+
+    spearman_min: float = Field(
+        default=0.8, ge=-1, le=1, description="rank correlation of per-channel relevance"
+    )
+    jaccard_min: float = Field(default=0.5, ge=0, le=1, description="overlap of the top-k sets")
+    js_distance_max: float = Field(
+        default=0.1, ge=0, le=1, description="Jensen-Shannon distance (base 2) of relevance shares"
+    )
+    probe_change_max: float = Field(
+        default=0.2, ge=0, le=1, description="change of a probe's excess flip rate"
+    )
+    cluster_mix_max: float = Field(
+        default=0.2, ge=0, le=1, description="total variation distance of matched cluster shares"
+    )
+
+
+class DriftSettings(_Strict):
+    """Explanation drift against a baseline: a pinned audit, else the model's previous one."""
+
+    enabled: bool = True
+    baseline_audit_id: int | None = Field(
+        default=None, description="pinned baseline audit; default: previous successful audit"
+    )
+    bootstrap_replicates: int = Field(default=200, ge=50, le=5000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    severity: Severity = "medium"
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+
+
+def _env_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(
+            "must be the name of an environment variable that holds the secret, "
+            "never the secret itself"
+        )
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class _Sink(_Strict):
+    name: str = Field(min_length=1)
+
+
+class LogSink(_Sink):
+    """Alerts as WARNING records of the `auditor.alerts` logger."""
+
+    type: Literal["log"]
+
+
+class WebhookSink(_Sink):
+    """Alerts POSTed as JSON (`webhook`) or as a Slack-compatible `{"text": ...}` (`slack`)
+    to the URL held by the environment variable `url_env`."""
+
+    type: Literal["webhook", "slack"]
+    url_env: EnvName
+    timeout_s: float = Field(default=10, gt=0)
+
+
+class SmtpSink(_Sink):
+    """Alerts as e-mail; the password comes from the environment variable `password_env`."""
+
+    type: Literal["smtp"]
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password_env: EnvName | None = None
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=10, gt=0)
+
+
+AlertSink = Annotated[LogSink | WebhookSink | SmtpSink, Field(discriminator="type")]
+
+
+class AlertRule(_Strict):
+    """When to alert: explanation drift, a finding at or above `min_severity` (only one
+    absent from the model's previous audit when `new_only`), or a failed audit."""
+
+    event: Literal["drift", "finding", "audit_failed"]
+    min_severity: Severity = "high"
+    new_only: bool = True
+    sinks: list[str] = Field(min_length=1)
+    cooldown_s: float | None = Field(
+        default=None, ge=0, description="per rule; default: alerts.cooldown_s"
+    )
+
+
+class AlertSettings(_Strict):
+    """Alert sinks and the rules that feed them; an alert with the fingerprint of one sent to
+    the same sink within the cooldown is stored as suppressed instead of sent."""
+
+    cooldown_s: float = Field(default=86400, ge=0)
+    sinks: list[AlertSink] = Field(default_factory=list)
+    rules: list[AlertRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rules_name_sinks(self) -> AlertSettings:
+        names = [s.name for s in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"alert sink names must be unique, got {names}")
+        for rule in self.rules:
+            unknown = sorted(set(rule.sinks) - set(names))
+            if unknown:
+                raise ValueError(f"alert rule names unknown sinks {unknown}; defined: {names}")
+        return self
+
+
+class RetentionSettings(_Strict):
+    """Prune the artefacts (files) of old audits; their statistics and findings stay."""
+
+    artefact_days: float | None = Field(
+        default=None, gt=0, description="prune artefacts of audits older than this; null: never"
+    )
+    keep_last: int = Field(default=3, ge=0, description="never prune the newest audits of a model")
+
+
+class HeartbeatSettings(_Strict):
+    """A running audit refreshes its heartbeat; one silent for `stale_after_s` (or whose
+    process is gone, on the same host) is marked failed by the next auditor that starts."""
+
+    interval_s: float = Field(default=30, gt=0)
+    stale_after_s: float = Field(default=600, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_spans_beats(self) -> HeartbeatSettings:
+        if self.stale_after_s < 3 * self.interval_s:
+            raise ValueError("stale_after_s must be at least 3 * interval_s")
+        return self
+
+
 class AuditConfig(_Strict):
     """A whole audit, as read from `audit.yaml`."""
 
@@ -135,6 +281,10 @@ class AuditConfig(_Strict):
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     mlflow_logging: MlflowLogging = Field(default_factory=MlflowLogging)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     tracking_uri: str = Field(default_factory=default_tracking_uri)
     store_url: str = Field(default_factory=default_store_url)
     batch_size: int = Field(default=64, ge=1)
