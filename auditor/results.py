@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 Severity = Literal["low", "medium", "high"]
-FindingKind = Literal["spurious_channels", "probe_sensitivity"]
+FindingKind = Literal["spurious_channels", "probe_sensitivity", "explanation_drift"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,67 @@ class Finding:
     title: str
     evidence: dict[str, Any]
     probe: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """One cluster of an audit's samples: its size and the mean per-channel relevance of its
+    members at the audited layer (the profile matches clusters across audits)."""
+
+    cluster: int
+    size: int
+    relevance_profile: list[float]
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArtefactRef:
+    """A file an audit wrote (gallery, heatmaps, arrays): its kind, local path or URI, and the
+    index in `AuditResult.findings` of the finding it illustrates (None: the whole audit)."""
+
+    kind: str
+    uri: str
+    finding: int | None = None
+
+
+@dataclass(frozen=True)
+class RelevanceBootstrap:
+    """Bootstrap replicates of an audit's mean channel relevance `R[c]`: row b of `means`
+    (B x C, float32) averages `R_i[c]` over resample b (N draws with replacement) of its N
+    samples. Stored with the audit, so later audits bootstrap drift statistics against it."""
+
+    means: np.ndarray
+    n_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class DriftStatistic:
+    """One explanation statistic against the baseline, with its bootstrap interval. `bound`
+    says which side of `threshold` is tolerated; it drifts when the whole interval is past it."""
+
+    name: str
+    value: float
+    interval: tuple[float, float]
+    threshold: float
+    bound: Literal["min", "max"]
+
+    @property
+    def drifted(self) -> bool:
+        low, high = self.interval
+        return high < self.threshold if self.bound == "min" else low > self.threshold
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """An audit's explanation statistics against its baseline audit (None: no comparable
+    baseline, `note` says why), and the findings for the statistics that drifted."""
+
+    bootstrap: RelevanceBootstrap
+    baseline_audit_id: int | None
+    statistics: list[DriftStatistic]
+    findings: list[Finding]
+    note: str | None = None
 
 
 @dataclass
