@@ -23,6 +23,9 @@ aten = torch.ops.aten
 
 CONV_OPS = {aten.conv2d.default, aten.convolution.default}
 GLOBAL_POOL_OPS = {aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.flatten.using_ints}
+#: meta key on a head's input placeholder: the layer whose output it is (the head's input is an
+#: activation, not the image; LRP's input-layer rules must not apply to it)
+CUT_LAYER = "auditor_cut_layer"
 
 
 def module_paths(node: fx.Node) -> list[str]:
@@ -142,6 +145,7 @@ class ModelGraph:
 
         head = fx.Graph()
         henv: dict[fx.Node, fx.Node] = {cut: head.placeholder("activation")}
+        henv[cut].meta[CUT_LAYER] = layer
         for node in graph.nodes:
             if node.op == "output":
                 head.output(henv[node.args[0]])

@@ -1,45 +1,120 @@
-"""Relevance methods: where a model's evidence for a class lies, at the input or at a layer."""
+"""Relevance methods: where a model's evidence for a class lies, at the input or at a layer.
+
+The stable entry points other tools call:
+
+* `explain(model, inputs, method=...)`: relevance maps at the input or at a module's output;
+* `channel_relevance(model, inputs, layer=...)`: N x C per-channel scores (seed 000, slide 61);
+* `methods()`: the registered method names with a one-line description each.
+
+Every method is a `RelevanceMethod` class registered in `base.METHODS` by its own module;
+the modules listed in `_METHOD_MODULES` are imported here so that their methods are known.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import torch
+from torch import nn
 
+from auditor.errors import RelevanceError
 from auditor.graph import ModelGraph
+from auditor.relevance.base import METHODS, RelevanceMethod
 from auditor.relevance.channels import channel_scores
-from auditor.relevance.lrp import LRP, Composite, composite
+from auditor.relevance.lrp import LRP
+from auditor.relevance.rules import Composite, composite, composites
 
-__all__ = ["LRP", "Composite", "channel_relevance", "channel_scores", "composite", "methods"]
+__all__ = [
+    "LRP",
+    "Composite",
+    "RelevanceMethod",
+    "channel_relevance",
+    "channel_scores",
+    "composite",
+    "composites",
+    "explain",
+    "methods",
+]
 
-_METHODS = {
-    "lrp": "layer-wise relevance propagation with a rule composite (epsilon, epsilon_plus)",
-}
+#: modules whose import registers relevance methods; adding a method module is one line here
+_METHOD_MODULES = [
+    "auditor.relevance.lrp",
+    "auditor.relevance.gradients",
+    "auditor.relevance.srd",
+]
+for _module in _METHOD_MODULES:
+    importlib.import_module(_module)
 
 
 def methods() -> dict[str, str]:
     """Method names with a one-line description each."""
-    return dict(_METHODS)
+    return {name: cls.description for name, cls in sorted(METHODS.items())}
+
+
+def _graph(model: ModelGraph | nn.Module, inputs: torch.Tensor) -> ModelGraph:
+    if isinstance(model, ModelGraph):
+        return model
+    return ModelGraph.from_module(model, inputs[:2])
+
+
+def _method(
+    name: str, graph: ModelGraph, layer: str | None, options: dict[str, Any]
+) -> RelevanceMethod:
+    if name not in METHODS:
+        raise RelevanceError(
+            f"unknown relevance method '{name}'", f"use one of: {', '.join(sorted(METHODS))}"
+        )
+    cls = METHODS[name]
+    if layer is not None and not cls.supports_layer:
+        raise RelevanceError(
+            f"relevance method '{name}' explains the input only, not layer '{layer}'",
+            "leave layer unset, or use a method such as lrp",
+        )
+    return cls(graph, **options)
+
+
+def explain(
+    model: ModelGraph | nn.Module,
+    inputs: torch.Tensor,
+    *,
+    method: str,
+    target: torch.Tensor | int | None = None,
+    layer: str | None = None,
+    reduce: bool = True,
+    **options: Any,
+) -> torch.Tensor:
+    """Relevance of `inputs` (N x C x H x W) for the logit of `target` (per sample, or one
+    class for all; default and negative entries: the predicted class), by `method` (see
+    `methods()`; "lrp" takes `composite=` and the rule parameters `epsilon`, `gamma`, `mean`,
+    `std`).
+
+    Relevance is returned at the input, or at the output of module `layer` when given (only the
+    model above that layer is propagated through). `reduce=True` sums 4-D relevance over its
+    channels (N x H x W); `reduce=False` keeps them. `model` is a `ModelGraph`, or an
+    `nn.Module` exported with `inputs[:2]` as example (pass a `ModelGraph` to explain
+    repeatedly without exporting each time).
+    """
+    if isinstance(target, int):
+        target = torch.full((len(inputs),), target, dtype=torch.long)
+    graph = _graph(model, inputs)
+    relevance = _method(method, graph, layer, options).attribute(inputs, target, layer)
+    return relevance.sum(dim=1) if reduce and relevance.dim() == 4 else relevance
 
 
 def channel_relevance(
-    model: ModelGraph,
+    model: ModelGraph | nn.Module,
     inputs: torch.Tensor,
     *,
     layer: str,
     method: str = "lrp",
-    target: torch.Tensor | None = None,
-    composite_name: str = "epsilon_plus",
-    epsilon: float = 1e-6,
+    target: torch.Tensor | int | None = None,
     normalize: bool = True,
+    **options: Any,
 ) -> torch.Tensor:
-    """N x C relevance of the channels of `layer` for `target` (default: predicted class).
-
-    Only the part of the model above `layer` is propagated through: the trunk runs once
-    without gradients, LRP runs on the head.
-    """
-    if method not in _METHODS:
-        raise ValueError(f"unknown relevance method '{method}' (known: {', '.join(_METHODS)})")
-    split = model.split(layer)
-    with torch.no_grad():
-        activation = split.trunk(inputs)
-    relevance = LRP(split.head, composite(composite_name, epsilon)).attribute(activation, target)
+    """N x C relevance of the channels of `layer` for `target`: the seed 000 score
+    `R_i[c] = sum_hw R^+ / sum_chw |R|` (`normalize=True`), or the raw per-channel sum."""
+    relevance = explain(
+        model, inputs, method=method, target=target, layer=layer, reduce=False, **options
+    )
     return channel_scores(relevance, normalize=normalize)

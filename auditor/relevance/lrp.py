@@ -1,19 +1,25 @@
-"""Layer-wise relevance propagation on the model graph (seed 001: LRP rules and composites).
+"""Layer-wise relevance propagation on the model graph (seed 003, LRP slides; seed 000,
+slides 31-35 and 43-44).
 
 Rules bind to aten operations of the graph, not to module classes, so the same code explains
 an eager module (exported), a `torch.export` program loaded from MLflow, and any graph cut
 at a layer. The graph is canonized first (BatchNorm folded into the preceding convolution);
 the forward pass runs each operation through its rule, whose backward returns the input
-relevance, so one autograd backward propagates relevance from the logits to the input:
+relevance, so one autograd backward propagates relevance from the logits to the input (seed
+000, slide 32: "LRP has the same flow along graphs as the gradient"):
 
-* convolution, dense: the composite's rule (z+ on convolutions and epsilon on dense layers
-  for `epsilon_plus`; epsilon everywhere for `epsilon`);
-* average pooling, global mean, residual addition, a BatchNorm left unfolded: epsilon rule,
-  i.e. each summand keeps its proportional share (residual additions distributed
-  proportionally);
+* convolution, dense: the composite's rule; the model's first weighted operation (the input
+  layer) gets the composite's input-layer rule (zB, flat) when the graph starts at the image;
+* average pooling, means, sums, residual additions, a BatchNorm left unfolded: epsilon rule,
+  each summand keeps its proportional share (a constant summand acts as a bias);
+* products of two input-dependent tensors (gating, attention: `mul`, `div`, `matmul`, `bmm`):
+  signal takes all (seed 000, slides 43-44) -- the gate (the operand computed by a sigmoid or
+  softmax, the divisor, or the left factor `A` of `A @ V`) is held constant and the signal
+  gets all relevance by the epsilon rule; a product with a constant passes relevance through;
 * max pooling: winner takes all (its gradient);
-* elementwise activations: relevance passes unchanged;
-* reshapes, concatenation, dropout: their gradient (a permutation of relevance).
+* elementwise activations (and softmax): relevance passes unchanged;
+* reshapes, concatenation, slicing, dropout: their gradient (a permutation of relevance);
+* an operation whose inputs do not depend on the explained input: a constant, computed as is.
 
 An operation outside these sets stops the explanation with an error naming it, rather than
 producing silently wrong relevance.
@@ -22,45 +28,28 @@ producing silently wrong relevance.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.graph import fold_batchnorm
-from auditor.relevance.rules import Epsilon, Rule, ZPlus, pass_relevance, redistribute
+from auditor.graph import CUT_LAYER, ModelGraph, fold_batchnorm
+from auditor.relevance.base import RelevanceMethod, register
+from auditor.relevance.rules import Bound, Composite, pass_relevance, redistribute
+from auditor.relevance.rules import composite as build_composite
 
 aten = torch.ops.aten
-
-
-@dataclass(frozen=True)
-class Composite:
-    """Which LRP rule each kind of layer gets; `epsilon` also stabilises sums and pooling."""
-
-    name: str
-    conv: Rule
-    dense: Rule
-    epsilon: float
-
-
-def composite(name: str, epsilon: float = 1e-6) -> Composite:
-    """A named composite: `epsilon` (epsilon everywhere) or `epsilon_plus` (z+ on convolutions,
-    epsilon on dense layers)."""
-    if name == "epsilon":
-        return Composite(name, Epsilon(epsilon), Epsilon(epsilon), epsilon)
-    if name == "epsilon_plus":
-        return Composite(name, ZPlus(epsilon), Epsilon(epsilon), epsilon)
-    raise ValueError(f"unknown LRP composite '{name}' (known: epsilon, epsilon_plus)")
 
 
 def _conv2d(stride, padding, dilation, groups) -> Callable:
     return lambda x, w, b: aten.conv2d.default(x, w, b, stride, padding, dilation, groups)
 
 
-def _weighted(target, args) -> tuple[str, Callable, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _weighted(
+    target, args
+) -> tuple[str, Callable, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(kind, fn(x, w, b), x, w, b) for a weighted operation's node arguments."""
     if target is aten.conv2d.default:
         x, w, b, *rest = (*args, *[None] * (7 - len(args)))
@@ -71,7 +60,9 @@ def _weighted(target, args) -> tuple[str, Callable, torch.Tensor, torch.Tensor, 
     if target is aten.convolution.default:
         x, w, b, stride, padding, dilation, transposed, _out_pad, groups = args
         if transposed:
-            raise RelevanceError("LRP has no rule for transposed convolutions", "audit a classifier")
+            raise RelevanceError(
+                "LRP has no rule for transposed convolutions", "audit a classifier"
+            )
         return "conv", _conv2d(stride, padding, dilation, groups), x, w, b
     if target is aten.linear.default:
         x, w, b = (*args, None)[:3]
@@ -87,79 +78,234 @@ REDISTRIBUTED = {
     aten.adaptive_avg_pool2d.default,
     aten.avg_pool2d.default,
     aten.mean.dim,
+    aten.sum.dim_IntList,
     aten.batch_norm.default,
 }
+SUMS = {aten.add.Tensor, aten.sub.Tensor}
+PRODUCTS = {
+    aten.mul.Tensor,
+    aten.div.Tensor,
+    aten.matmul.default,
+    aten.bmm.default,
+    aten.mm.default,
+}
+GATES = {aten.sigmoid.default, aten.hardsigmoid.default, aten.softmax.int, aten._softmax.default}
+#: elementwise activations (also used by SRD, which relies on them being pointwise)
 ACTIVATIONS = {
     aten.relu.default, aten.relu_.default, aten.leaky_relu.default, aten.sigmoid.default,
     aten.tanh.default, aten.gelu.default, aten.silu.default, aten.hardswish.default,
-    aten.hardtanh.default, aten.elu.default,
-}
+    aten.hardtanh.default, aten.elu.default, aten.hardsigmoid.default,
+}  # fmt: skip
+#: shape-preserving normalisations that pass relevance unchanged, like an activation
+SOFTMAX = {aten.softmax.int, aten._softmax.default}
 ROUTED = {
     aten.max_pool2d.default, aten.max_pool2d_with_indices.default, aten.flatten.using_ints,
     aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.permute.default,
     aten.t.default, aten.transpose.int, aten.clone.default, aten.contiguous.default,
     aten.dropout.default, aten.squeeze.dim, aten.unsqueeze.default, aten.cat.default,
-    aten.sym_size.int, aten.slice.Tensor, aten.select.int, aten.alias.default, operator.getitem,
-}
+    aten.slice.Tensor, aten.select.int, aten.alias.default, aten.expand.default,
+    aten.stack.default, aten.sym_size.int, operator.getitem,
+}  # fmt: skip
+#: operations that only move values: a gate is looked for through them
+_MOVES = ROUTED - {aten.max_pool2d.default, aten.max_pool2d_with_indices.default, aten.cat.default}
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _dependent(value: Any) -> bool:
+    """Whether `value` depends on the explained input (parameters are frozen, the input is not)."""
+    return any(t.requires_grad for t in _tensors(value))
+
+
+def _is_gate(arg: Any) -> bool:
+    """Whether a product operand was computed by a gating function (through reshapes)."""
+    while isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in _MOVES:
+        arg = arg.args[0]
+    return isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in GATES
+
+
+def _signal(node: fx.Node, target, args: tuple) -> int:
+    """Index of the operand of a product that receives all relevance (seed 000, slide 43)."""
+    if target is aten.div.Tensor:
+        return 0
+    dependent = [i for i in (0, 1) if _dependent(args[i])]
+    if len(dependent) == 1:
+        return dependent[0]
+    gates = [i for i in (0, 1) if _is_gate(node.args[i])]
+    if len(gates) == 1:
+        return 1 - gates[0]
+    if target is not aten.mul.Tensor:
+        return 1  # A @ V: the weights A on the left, the signal V on the right
+    raise RelevanceError(
+        f"LRP cannot tell the gate from the signal in the product at node '{node.name}' "
+        "(neither or both operands come from a sigmoid / softmax)",
+        "audit a layer above it, or compute the gate with torch.sigmoid / torch.softmax",
+    )
+
+
+def _redistribute(target, args: tuple, kwargs: dict, positions: Sequence[int], epsilon: float):
+    """Epsilon rule over the operands at `positions`; the other operands are constants."""
+    fixed = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+
+    def op(*inputs: torch.Tensor) -> torch.Tensor:
+        operands = list(fixed)
+        for position, value in zip(positions, inputs):
+            operands[position] = value
+        return target(*operands, **kwargs)
+
+    return redistribute(op, [args[p] for p in positions], epsilon)
 
 
 class _RelevanceInterpreter(fx.Interpreter):
-    """Runs the graph with every operation bound to its LRP rule."""
+    """Runs the graph with every operation bound to its LRP rule; keeps the values of the
+    nodes named in `keep`."""
 
-    def __init__(self, gm: fx.GraphModule, rules: Composite):
+    def __init__(
+        self, gm: fx.GraphModule, rules: Composite, input_layer: fx.Node | None, keep: Sequence[str]
+    ):
         super().__init__(gm)
         self.rules = rules
+        self.input_layer = input_layer
+        self.keep = set(keep)
+        self.kept: dict[str, Any] = {}
+        self.node: fx.Node | None = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.node = n
+        value = super().run_node(n)
+        if n.name in self.keep:
+            self.kept[n.name] = value
+        return value
 
     def call_function(self, target, args, kwargs) -> Any:
+        if not _dependent((args, kwargs)) or target in ROUTED:
+            return target(*args, **kwargs)
+        eps = self.rules.epsilon
         if target in WEIGHTED:
             kind, fn, x, w, b = _weighted(target, args)
-            return (self.rules.conv if kind == "conv" else self.rules.dense)(fn, x, w, b)
+            return self.rules.rule(kind, self.node is self.input_layer)(fn, x, w, b)
         if target in REDISTRIBUTED:
-            first, *rest = args
-            return redistribute(lambda t: target(t, *rest, **kwargs), [first], self.rules.epsilon)
-        if target is aten.add.Tensor and all(isinstance(a, torch.Tensor) for a in args[:2]):
-            return redistribute(lambda a, b: target(a, b, *args[2:], **kwargs), args[:2], self.rules.epsilon)
-        if target in ACTIVATIONS:
+            return _redistribute(target, args, kwargs, [0], eps)
+        if target in SUMS:
+            return _redistribute(
+                target, args, kwargs, [i for i in (0, 1) if _dependent(args[i])], eps
+            )
+        if target in PRODUCTS:
+            return _redistribute(target, args, kwargs, [_signal(self.node, target, args)], eps)
+        if target in ACTIVATIONS or target in SOFTMAX:
             first, *rest = args
             return pass_relevance(lambda t: target(t, *rest, **kwargs), first)
-        if target in ROUTED:
-            return target(*args, **kwargs)
-        node = self.current_node if hasattr(self, "current_node") else None
-        where = f" at node '{node.name}'" if node is not None else ""
         raise RelevanceError(
-            f"LRP has no rule for operation {target}{where}",
+            f"LRP has no rule for operation {target} at node '{self.node.name}'",
             "audit a layer above it, or open an issue with the model's architecture",
         )
 
-    def run_node(self, n: fx.Node) -> Any:
-        self.current_node = n
-        return super().run_node(n)
+
+def input_layer(gm: fx.GraphModule) -> fx.Node | None:
+    """The model's first weighted operation, or None when the graph's input is an activation
+    (a head cut at a layer)."""
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if any(CUT_LAYER in n.meta for n in inputs):
+        return None
+    return next(
+        (n for n in gm.graph.nodes if n.op == "call_function" and n.target in WEIGHTED), None
+    )
 
 
 class LRP:
     """Layer-wise relevance propagation through a graph (`gm(x) -> logits`).
 
     `attribute(x, target)` returns the relevance of every element of `x` for the logit of
-    `target` (default, and where a target is negative: the predicted class), starting from `R = f_target(x)` at the output so
-    that, for conservative rules, the relevance sums to the explained logit.
+    `target` (default, and where a target is negative: the predicted class), starting from
+    `R = f_target(x)` at the output so that, for conservative rules, the relevance sums to the
+    explained logit.
     """
 
     def __init__(self, gm: fx.GraphModule, rules: Composite):
         self.gm = fold_batchnorm(gm)
         self.rules = rules
+        self.input_layer = input_layer(self.gm)
+
+    def relevance_at(
+        self, x: torch.Tensor, nodes: Sequence[str] = (), target: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """([relevance at `x`, then at the output of each graph node in `nodes`], logits): one
+        forward and one backward through the graph."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            interpreter = _RelevanceInterpreter(self.gm, self.rules, self.input_layer, nodes)
+            logits = interpreter.run(x)
+            missing = [name for name in nodes if name not in interpreter.kept]
+            if missing:
+                raise RelevanceError(f"the graph has no node {missing[0]}", "name a graph node")
+            predicted = logits.detach().argmax(dim=1)
+            target = predicted if target is None else torch.where(target >= 0, target, predicted)
+            index = target.reshape(-1, 1).to(logits.device)
+            start = torch.zeros_like(logits).scatter_(1, index, logits.detach().gather(1, index))
+            values = [x, *(interpreter.kept[name] for name in nodes)]
+            relevance = torch.autograd.grad(
+                logits, values, start, allow_unused=True, materialize_grads=True
+            )  # a gate receives no relevance
+        return list(relevance), logits.detach()
 
     def attribute_with_logits(
         self, x: torch.Tensor, target: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(relevance at `x`, logits); one forward and one backward through the graph."""
-        x = x.detach().requires_grad_(True)
-        logits = _RelevanceInterpreter(self.gm, self.rules).run(x)
-        predicted = logits.detach().argmax(dim=1)
-        target = predicted if target is None else torch.where(target >= 0, target, predicted)
-        index = target.reshape(-1, 1).to(logits.device)
-        start = torch.zeros_like(logits).scatter_(1, index, logits.detach().gather(1, index))
-        (relevance,) = torch.autograd.grad(logits, x, start)
-        return relevance, logits.detach()
+        (relevance,), logits = self.relevance_at(x, (), target)
+        return relevance, logits
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return self.attribute_with_logits(x, target)[0]
+
+
+@register
+class LRPMethod(RelevanceMethod):
+    """LRP as a registered relevance method. At a layer, the trunk below it runs once without
+    gradients and without the interpreter; only the head above it propagates relevance."""
+
+    name = "lrp"
+    description = "layer-wise relevance propagation with a rule composite (option composite=)"
+
+    def __init__(
+        self,
+        model: ModelGraph,
+        *,
+        composite: str = "epsilon_plus",
+        epsilon: float = 1e-6,
+        gamma: float = 0.25,
+        mean: Bound = 0.0,
+        std: Bound = 1.0,
+    ):
+        super().__init__(
+            model, composite=composite, epsilon=epsilon, gamma=gamma, mean=mean, std=std
+        )
+        self.rules = build_composite(composite, epsilon, gamma=gamma, mean=mean, std=std)
+        self._engines: dict[str | None, tuple[fx.GraphModule | None, LRP]] = {}
+
+    def _engine(self, layer: str | None) -> tuple[fx.GraphModule | None, LRP]:
+        if layer not in self._engines:
+            if layer is None:
+                self._engines[layer] = (None, LRP(self.model.gm, self.rules))
+            else:
+                split = self.model.split(layer)
+                self._engines[layer] = (split.trunk, LRP(split.head, self.rules))
+        return self._engines[layer]
+
+    def attribute(
+        self, inputs: torch.Tensor, target: torch.Tensor | None = None, layer: str | None = None
+    ) -> torch.Tensor:
+        trunk, engine = self._engine(layer)
+        if trunk is not None:
+            with torch.no_grad():
+                inputs = trunk(inputs)
+        return engine.attribute(inputs, target)

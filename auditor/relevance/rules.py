@@ -1,48 +1,100 @@
-"""LRP rules for linear operations (seed 001, LRP rules; seed 000, case C).
+"""LRP rules and composites (seed 003, slides "Layer-wise Relevance Propagation (LRP)" and
+"Dissecting a LRP Propagation Rule"; seed 000, slides 34-35 (beta rule) and 43-44 (signal
+takes all)).
 
-A linear (or affine) operation `z_j = sum_i x_i w_ij + b_j` redistributes the relevance `R_j`
-of its outputs to its inputs. Every rule here has the generic form
+A rule redistributes the relevance `R_j` of an operation's outputs onto its input. Every rule
+here is a list of terms; a term is a modified operation `g` of "leaves" `a_k` derived from the
+input (the input itself, its bounds, a tensor of ones), and contributes
 
-    R_i = x_i * sum_j dg_j/dx_i * R_j / stab(g_j(x)),    stab(z) = z + eps * sign(z)
+    R_x += c * sum_k a_k * (dg/da_k)^T (R / stab(g(a))),    stab(z) = z + eps * sign(z)
 
-where `g` is the operation with modified parameters (and inputs): LRP-0 and epsilon use the
-operation itself, z+ (= alpha1-beta0) keeps only positive contributions
-`g(x) = W+ x+ + W- x-`. The sum over `j` is the vector-Jacobian product of `g`, so a rule
-costs one extra backward of the operation, computed by autograd on the operation's own kernel.
+(seed 003, "2nd view": the activation times the sensitivity of a modified layer). The sum over
+outputs is the vector-Jacobian product of `g`, so a term costs one backward of the operation
+on its own kernel. LRP-0 and epsilon use `g` = the operation; the others modify its weights
+and inputs.
 """
 
 from __future__ import annotations
 
+import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
+from auditor.errors import RelevanceError
+
 Op = Callable[..., torch.Tensor]
+WeightedOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+Bound = float | tuple[float, ...]
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """`z + eps * sign(z)` with sign(0) = +1, so the denominator never vanishes."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    """`z + eps * sign(z)` with sign(+0) = +1 (seed 003, LRP-epsilon), in two passes."""
+    return torch.copysign(z.new_tensor(epsilon), z).add_(z)
 
 
-class _RuleFunction(torch.autograd.Function):
-    """Forward: the operation's true output. Backward: the rule's input relevance."""
+def divide(relevance: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """`R / stab(z)`; with eps = 0 (LRP-0) an output with z = 0 passes no relevance."""
+    denominator = stabilize(z, epsilon)
+    if epsilon > 0:
+        return relevance / denominator
+    return torch.where(denominator == 0, 0.0, relevance / denominator)
+
+
+@dataclass(frozen=True)
+class Term:
+    """A modified operation `g(a_1..a_K)`: input `owners[k]` receives
+    `coefficient * a_k * (dg/da_k)^T (R / stab(g(a)))`."""
+
+    g: Op
+    leaves: tuple[torch.Tensor, ...]
+    owners: tuple[int, ...]
+    coefficient: float = 1.0
+
+
+class _Propagate(torch.autograd.Function):
+    """Forward: the operation's true output. Backward: the input relevance of the terms."""
 
     @staticmethod
-    def forward(ctx, op: Op, modified: Op | None, epsilon: float, *inputs: torch.Tensor):
+    def forward(ctx, op: Op | None, terms: Sequence[Term], epsilon: float, *inputs: torch.Tensor):
         with torch.enable_grad():
-            leaves = [x.detach().requires_grad_(True) for x in inputs]
-            z = (modified or op)(*leaves)
-        ctx.leaves, ctx.z, ctx.epsilon = leaves, z, epsilon
-        return z.detach() if modified is None else op(*inputs)
+            leaves = [[a.detach().requires_grad_(True) for a in t.leaves] for t in terms]
+            outputs = [t.g(*a) for t, a in zip(terms, leaves)]
+        ctx.terms, ctx.leaves, ctx.outputs, ctx.epsilon = terms, leaves, outputs, epsilon
+        ctx.count = len(inputs)
+        return outputs[0].detach() if op is None else op(*inputs)
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor):
-        scaled = relevance / stabilize(ctx.z.detach(), ctx.epsilon)
-        grads = torch.autograd.grad(ctx.z, ctx.leaves, scaled)
-        del ctx.z
-        return (None, None, None, *(x.detach() * g for x, g in zip(ctx.leaves, grads)))
+        result: list[torch.Tensor | None] = [None] * ctx.count
+        for term, leaves, z in zip(ctx.terms, ctx.leaves, ctx.outputs):
+            grads = torch.autograd.grad(z, leaves, divide(relevance, z.detach(), ctx.epsilon))
+            for owner, leaf, grad in zip(term.owners, leaves, grads):
+                # a fresh tensor: autograd may hand the same gradient to several leaves
+                share = leaf.detach() * grad
+                if term.coefficient != 1.0:
+                    share.mul_(term.coefficient)
+                result[owner] = share if result[owner] is None else result[owner].add_(share)
+        del ctx.terms, ctx.leaves, ctx.outputs
+        return (None, None, None, *result)
+
+
+def propagate(
+    terms: Sequence[Term], epsilon: float, inputs: Sequence[torch.Tensor], op: Op | None = None
+) -> torch.Tensor:
+    """Apply a rule: the value is `op(*inputs)` (the first term's value when `op` is None, i.e.
+    when that term is the operation itself); relevance flows back through `terms`."""
+    return _Propagate.apply(op, terms, epsilon, *inputs)
+
+
+def redistribute(op: Op, inputs: Sequence[torch.Tensor], epsilon: float) -> torch.Tensor:
+    """Epsilon rule for an operation without weights (pooling, sums, affine batch norm, a
+    product with its gate held constant): each input keeps its share of the output,
+    `R_x = x * J^T (R / stab(z))` (seed 003, LRP-epsilon; seed 000, slide 43)."""
+    return propagate([Term(op, tuple(inputs), tuple(range(len(inputs))))], epsilon, inputs)
 
 
 class _PassRelevance(torch.autograd.Function):
@@ -61,42 +113,257 @@ def pass_relevance(op: Op, x: torch.Tensor) -> torch.Tensor:
     return _PassRelevance.apply(op, x)
 
 
-def redistribute(op: Op, inputs: Sequence[torch.Tensor], epsilon: float) -> torch.Tensor:
-    """Epsilon rule for an operation without weights (pooling, residual sum, affine batch norm):
-    each input keeps its share of the output, `R_x = x * J^T (R / stab(z))`."""
-    return _RuleFunction.apply(op, None, epsilon, *inputs)
-
-
-WeightedOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """An LRP rule for a weighted operation `fn(x, weight, bias)` (convolution, dense)."""
+@dataclass(frozen=True, kw_only=True)
+class Rule(ABC):
+    """An LRP rule for a weighted operation `fn(x, weight, bias)` (convolution, dense);
+    `epsilon` stabilises its denominators."""
 
     epsilon: float = 1e-6
+    #: whether the first term is the operation itself (its value is then reused as output)
+    exact: ClassVar[bool] = False
 
-    def modified(self, fn: WeightedOp, weight: torch.Tensor, bias: torch.Tensor | None) -> Op | None:
-        """The operation `g` whose contributions are redistributed (None: the operation itself)."""
-        return None
+    @abstractmethod
+    def terms(
+        self, fn: WeightedOp, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> list[Term]:
+        """The rule's terms for input `x` of `fn(x, weight, bias)`."""
 
     def __call__(
         self, fn: WeightedOp, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        op = lambda inp: fn(inp, weight, bias)
-        return _RuleFunction.apply(op, self.modified(fn, weight, bias), self.epsilon, x)
+        op = None if self.exact else (lambda inp: fn(inp, weight, bias))
+        return propagate(self.terms(fn, x, weight, bias), self.epsilon, (x,), op)
 
 
-@dataclass(frozen=True)
-class Epsilon(Rule):
-    """LRP-epsilon: `R_i = sum_j x_i w_ij / (z_j + eps sign z_j) R_j` (LRP-0 as eps -> 0)."""
+def _on_input(g: Op, *leaves: torch.Tensor, coefficient: float = 1.0) -> Term:
+    """A term all of whose leaves derive from the operation's one input."""
+    return Term(g, leaves, (0,) * len(leaves), coefficient)
 
 
-@dataclass(frozen=True)
-class ZPlus(Rule):
-    """z+ (alpha1-beta0): only positive contributions `(x_i w_ij)^+`, bias ignored,
-    `R_i = sum_j (x_i w_ij)^+ / sum_i' (x_i' w_i'j)^+ R_j`; relevance stays non-negative."""
+@dataclass(frozen=True, kw_only=True)
+class LRP0(Rule):
+    """LRP-0: `R_i = sum_j x_i w_ij / z_j R_j`, `z_j = sum_i x_i w_ij + b_j` (seed 003, LRP-0).
+    Equals gradient x input on ReLU networks."""
 
-    def modified(self, fn: WeightedOp, weight: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    epsilon: float = 0.0
+    exact: ClassVar[bool] = True
+
+    def terms(self, fn, x, weight, bias):
+        return [_on_input(lambda a: fn(a, weight, bias), x)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Epsilon(LRP0):
+    """LRP-epsilon: `R_i = sum_j x_i w_ij / (z_j + eps sign z_j) R_j` (seed 003, LRP-epsilon):
+    weak and contradictory contributions are absorbed by eps."""
+
+    epsilon: float = 1e-6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gamma(Rule):
+    """LRP-gamma: `R_j = sum_k a_j (w_jk + gamma w_jk^+) / sum_{0,j} a_j (w_jk + gamma w_jk^+)
+    R_k` (seed 003, "Dissecting a LRP Propagation Rule"; the sum includes the bias), for
+    non-negative inputs (after a ReLU): positive contributions are favoured."""
+
+    gamma: float = 0.25
+
+    def terms(self, fn, x, weight, bias):
+        w = weight + self.gamma * weight.clamp(min=0)
+        b = None if bias is None else bias + self.gamma * bias.clamp(min=0)
+        return [_on_input(lambda a: fn(a, w, b), x)]
+
+
+def _contributions(
+    fn: WeightedOp, x: torch.Tensor, on_positive: torch.Tensor, on_negative: torch.Tensor
+) -> Op:
+    """`g(a) = fn(a^+, on_positive) + fn(a^-, on_negative)` without bias; a single
+    convolution when the input is non-negative."""
+    if x.numel() == 0 or bool(x.min() >= 0):
+        return lambda a: fn(a, on_positive, None)
+    return lambda a: fn(a.clamp(min=0), on_positive, None) + fn(a.clamp(max=0), on_negative, None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlphaBeta(Rule):
+    """LRP-alpha-beta: `R_i = sum_j (alpha (x_i w_ij)^+ / sum_i' (x_i' w_i'j)^+
+    - beta (x_i w_ij)^- / sum_i' (x_i' w_i'j)^-) R_j` with `alpha - beta = 1`, bias ignored
+    (seed 000, slides 34-35, with alpha = 1 + beta)."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isclose(self.alpha - self.beta, 1.0) or self.beta < 0:
+            raise RelevanceError(
+                f"LRP alpha-beta needs alpha - beta = 1 and beta >= 0, got alpha={self.alpha}, "
+                f"beta={self.beta}",
+                "choose e.g. alpha=2, beta=1 or alpha=1, beta=0",
+            )
+
+    def terms(self, fn, x, weight, bias):
         w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
-        return lambda x: fn(x.clamp(min=0), w_pos, None) + fn(x.clamp(max=0), w_neg, None)
+        terms = [_on_input(_contributions(fn, x, w_pos, w_neg), x, coefficient=self.alpha)]
+        if self.beta:
+            terms.append(_on_input(_contributions(fn, x, w_neg, w_pos), x, coefficient=-self.beta))
+        return terms
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZPlus(AlphaBeta):
+    """z+ = alpha1-beta0: `R_i = sum_j (x_i w_ij)^+ / sum_i' (x_i' w_i'j)^+ R_j` (seed 000,
+    slide 34, beta = 0); relevance keeps the sign of the output relevance."""
+
+    alpha: float = field(default=1.0, init=False)
+    beta: float = field(default=0.0, init=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZBox(Rule):
+    """zB for a bounded input layer `low <= x <= high` (seed 003, "Box" rule of the LRP slide;
+    Montavon et al. 2017, its ref. [10]): with `z_j = sum_i x_i w_ij - l_i w_ij^+ - h_i w_ij^-`,
+    `R_i = sum_j (x_i w_ij - l_i w_ij^+ - h_i w_ij^-) / z_j R_j`, bias ignored. Bounds are
+    scalars or one value per input channel."""
+
+    low: Bound = 0.0
+    high: Bound = 1.0
+
+    @classmethod
+    def from_normalization(cls, mean: Bound, std: Bound, epsilon: float = 1e-6) -> ZBox:
+        """Bounds of pixels in [0, 1] after `(x - mean) / std`: `l = -mean / std`,
+        `h = (1 - mean) / std` per channel."""
+        m, s = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
+        low, high = (-m / s).tolist(), ((1 - m) / s).tolist()
+        as_bound = lambda v: tuple(v) if isinstance(v, list) else v
+        return cls(low=as_bound(low), high=as_bound(high), epsilon=epsilon)
+
+    def terms(self, fn, x, weight, bias):
+        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+        low, high = _bound(self.low, x), _bound(self.high, x)
+        g = lambda a, lo, hi: fn(a, weight, None) - fn(lo, w_pos, None) - fn(hi, w_neg, None)
+        return [_on_input(g, x, low, high)]
+
+
+def _bound(value: Bound, x: torch.Tensor) -> torch.Tensor:
+    """A scalar or per-channel bound broadcast to the shape of `x` (N x C x ...)."""
+    bound = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if bound.dim() == 1:
+        bound = bound.reshape(-1, *[1] * (x.dim() - 2))
+    return bound.expand_as(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WSquare(Rule):
+    """w^2: `R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j`, independent of the input (Montavon et
+    al. 2017, seed 003 ref. [10]): leaf `a = 1`, `g(a) = fn(a, w^2)`, bias ignored."""
+
+    def weight(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.square()
+
+    def terms(self, fn, x, weight, bias):
+        w = self.weight(weight)
+        return [_on_input(lambda a: fn(a, w, None), torch.ones_like(x))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flat(WSquare):
+    """flat: w^2 with every weight 1, `R_i = sum_j 1 / |receptive field of j| R_j`: each
+    output's relevance spread uniformly over its receptive field."""
+
+    def weight(self, weight: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(weight)
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Which rule each weighted operation gets: `input_layer` for the model's first weighted
+    operation (when set), `conv` / `dense` for the others (seed 003, "Effect of LRP Rules on
+    Explanation": rules chosen per layer). `epsilon` stabilises the weight-free operations
+    (pooling, sums, gated products)."""
+
+    name: str
+    conv: Rule
+    dense: Rule
+    epsilon: float
+    input_layer: Rule | None = None
+
+    def rule(self, kind: str, first: bool) -> Rule:
+        if first and self.input_layer is not None:
+            return self.input_layer
+        return self.conv if kind == "conv" else self.dense
+
+
+@dataclass(frozen=True)
+class RuleParams:
+    """Parameters a composite builds its rules from; `mean` / `std` are the input
+    normalisation that gives the zB bounds."""
+
+    epsilon: float = 1e-6
+    gamma: float = 0.25
+    mean: Bound = 0.0
+    std: Bound = 1.0
+
+
+def _epsilon(p: RuleParams) -> Composite:
+    return Composite("epsilon", Epsilon(epsilon=p.epsilon), Epsilon(epsilon=p.epsilon), p.epsilon)
+
+
+def _epsilon_plus(p: RuleParams) -> Composite:
+    return Composite(
+        "epsilon_plus", ZPlus(epsilon=p.epsilon), Epsilon(epsilon=p.epsilon), p.epsilon
+    )
+
+
+def _epsilon_gamma_box(p: RuleParams) -> Composite:
+    return Composite(
+        "epsilon_gamma_box",
+        Gamma(gamma=p.gamma, epsilon=p.epsilon),
+        Epsilon(epsilon=p.epsilon),
+        p.epsilon,
+        input_layer=ZBox.from_normalization(p.mean, p.std, p.epsilon),
+    )
+
+
+def _epsilon_plus_flat(p: RuleParams) -> Composite:
+    return Composite(
+        "epsilon_plus_flat",
+        ZPlus(epsilon=p.epsilon),
+        Epsilon(epsilon=p.epsilon),
+        p.epsilon,
+        input_layer=Flat(epsilon=p.epsilon),
+    )
+
+
+def _alpha1beta0(p: RuleParams) -> Composite:
+    return Composite("alpha1beta0", ZPlus(epsilon=p.epsilon), ZPlus(epsilon=p.epsilon), p.epsilon)
+
+
+COMPOSITES: dict[str, tuple[str, Callable[[RuleParams], Composite]]] = {
+    "epsilon": ("LRP-epsilon on every layer", _epsilon),
+    "epsilon_plus": ("z+ on convolutions, epsilon on dense layers", _epsilon_plus),
+    "epsilon_gamma_box": (
+        "zB on the input layer, gamma on other convolutions, epsilon on dense layers",
+        _epsilon_gamma_box,
+    ),
+    "epsilon_plus_flat": (
+        "flat on the input layer, z+ on other convolutions, epsilon on dense layers",
+        _epsilon_plus_flat,
+    ),
+    "alpha1beta0": ("alpha1-beta0 (z+) on every convolution and dense layer", _alpha1beta0),
+}
+
+
+def composites() -> dict[str, str]:
+    """Composite names with a one-line description each."""
+    return {name: description for name, (description, _) in COMPOSITES.items()}
+
+
+def composite(
+    name: str, epsilon: float = 1e-6, *, gamma: float = 0.25, mean: Bound = 0.0, std: Bound = 1.0
+) -> Composite:
+    """The composite `name` (see `composites()`) built with the given rule parameters."""
+    if name not in COMPOSITES:
+        raise RelevanceError(
+            f"unknown LRP composite '{name}'", f"use one of: {', '.join(COMPOSITES)}"
+        )
+    return COMPOSITES[name][1](RuleParams(epsilon=epsilon, gamma=gamma, mean=mean, std=std))

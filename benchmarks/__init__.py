@@ -1,0 +1,1 @@
+"""Reproducible performance benchmarks; `python -m benchmarks.run` prints their JSON figures."""
