@@ -15,12 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import relevance
+from benchmarks import relevance, srd
 
 Benchmark = Callable[[], dict[str, Any]]
 
 BENCHMARKS: list[Benchmark] = [
     relevance.lrp_channel_relevance,
+    srd.bench_srd,
 ]
 
 RESULTS = Path(__file__).with_name("results.json")
