@@ -135,7 +135,7 @@ class MlflowLogging(_Strict):
 
 class DriftThresholds(_Strict):
     """Tolerated change of explanation statistics against the baseline audit. A statistic
-    drifts only when its whole bootstrap interval lies beyond its threshold."""
+    drifts when it lies past its threshold and outside its no-drift (sampling noise) range."""
 
     spearman_min: float = Field(
         default=0.8, ge=-1, le=1, description="rank correlation of per-channel relevance"

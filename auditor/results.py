@@ -163,8 +163,10 @@ class RelevanceBootstrap:
 
 @dataclass(frozen=True)
 class DriftStatistic:
-    """One explanation statistic against the baseline, with its bootstrap interval. `bound`
-    says which side of `threshold` is tolerated; it drifts when the whole interval is past it."""
+    """One explanation statistic against the baseline audit. `interval` is its no-drift range:
+    where the statistic falls with the configured confidence when both audits sample the same
+    population (bootstrap); `bound` says which side of `threshold` is tolerated. It drifts
+    when its value lies past both the threshold and the no-drift range."""
 
     name: str
     value: float
@@ -175,7 +177,9 @@ class DriftStatistic:
     @property
     def drifted(self) -> bool:
         low, high = self.interval
-        return high < self.threshold if self.bound == "min" else low > self.threshold
+        if self.bound == "min":
+            return self.value < min(self.threshold, low)
+        return self.value > max(self.threshold, high)
 
 
 @dataclass(frozen=True)
