@@ -93,7 +93,10 @@ class ChannelSettings(_Strict):
     """How many channels are ranked as top-k."""
 
     top_k: int | None = Field(default=None, ge=1, description="fixed k; default: top_k_fraction")
-    top_k_fraction: float = Field(default=0.1, gt=0, le=0.5)
+    top_k_fraction: float = Field(default=0.2, gt=0, le=0.5)
+    min_class_samples: int = Field(
+        default=20, ge=1, description="per-class analysis for classes predicted this often"
+    )
 
 
 class DropoutSettings(_Strict):
@@ -116,7 +119,9 @@ class Thresholds(_Strict):
     """When evidence becomes a finding. Defaults give no finding on clean control models."""
 
     dropout_effect: float = Field(
-        default=0.2, description="top-k minus mean random-k flip rate for a validated top-k set"
+        default=0.15,
+        description="top-k minus mean random-k margin drop for a validated top-k set "
+        "(the top-k must also beat every random-k set)",
     )
     probe_excess_flip: float = Field(
         default=0.2, description="probe flip rate minus neutral-perturbation flip rate"

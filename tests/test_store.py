@@ -2,45 +2,60 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from psycopg import sql
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, column, create_engine, event, func, insert, select, table, update
 from sqlalchemy.orm import Session
 
-from auditor.errors import StoreError
+from auditor.errors import ConfigError, StoreError
 from auditor.results import (
+    ArtefactRef,
     AuditResult,
     ChannelTable,
+    ClusterSummary,
     ConditionMetrics,
+    DriftReport,
+    DriftStatistic,
     DropoutTable,
     Finding,
     ModelRef,
     ProbeResult,
+    RelevanceBootstrap,
 )
 from auditor.store import (
+    ArtefactRow,
+    AuditRow,
     AuditStore,
     ChannelStatRow,
+    ClusterRow,
+    DriftStatRow,
     DropoutResultRow,
     FindingRow,
     ProbeResultRow,
-    RegisteredModelRow,
+    RelevanceBootstrapRow,
     current,
     head,
-    repository,
+    liveness,
     upgrade,
 )
 from auditor.store.migrate import alembic_config
-from auditor.store.schema import Base
+from auditor.store.rows import bootstrap_means
+from auditor.store.schema import Base, UTCDateTime, utcnow
 
 PG_HOST = "127.0.0.1:5432"
 N_CHANNELS = 16
@@ -57,6 +72,7 @@ def metrics(flip_rate: float, accuracy: float | None = 0.9) -> ConditionMetrics:
         logit_drop=2 * flip_rate,
         n_samples=200,
         n_labelled=120,
+        margin_drop=3 * flip_rate,
     )
 
 
@@ -113,6 +129,31 @@ def make_result(model_name: str = "skin-lesion-cnn", finding_channels: list[int]
         ],
         timings={"relevance": 1.5, "dropout": 0.75},
     )
+
+
+CLUSTERS = [
+    ClusterSummary(cluster=0, size=150, relevance_profile=[0.1] * N_CHANNELS),
+    ClusterSummary(
+        cluster=1, size=50, relevance_profile=[0.3] * N_CHANNELS, evidence={"flip_rate": 0.6}
+    ),
+]
+
+
+def make_bootstrap(seed: int = 0, n_replicates: int = 50) -> RelevanceBootstrap:
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(0, 0.3, size=(n_replicates, N_CHANNELS)).astype(np.float32)
+    return RelevanceBootstrap(means=means, n_samples=200, seed=seed)
+
+
+def make_drift(baseline_audit_id: int | None) -> DriftReport:
+    """A drift report against `baseline_audit_id` (None: no baseline, no statistics)."""
+    statistics = [
+        DriftStatistic("spearman", 0.42, (0.9, 1.0), 0.8, "min"),
+        DriftStatistic("js_distance", 0.02, (0.0, 0.05), 0.1, "max"),
+    ]
+    if baseline_audit_id is None:
+        return DriftReport(make_bootstrap(), None, [], [], note="no earlier audit")
+    return DriftReport(make_bootstrap(), baseline_audit_id, statistics, [])
 
 
 @pytest.fixture
@@ -174,7 +215,7 @@ def count(engine: Engine, row: type[Base], audit_id: int) -> int:
 def test_migrations_create_the_orm_schema(db_url: str) -> None:
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == head() == "0001"
+    assert current(db_url) == head() == "0002"
     engine = create_engine(db_url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -226,12 +267,14 @@ def test_round_trip(store: AuditStore, audit_result: AuditResult) -> None:
     assert dropout["bottom_k", 0].channels == BOTTOM_K
     assert [dropout["random_k", i].channels for i in range(5)] == RANDOM_SETS
     assert dropout["random_k", 4].flip_rate == pytest.approx(0.1)
+    assert dropout["top_k", 0].margin_drop == pytest.approx(1.35)
     assert all(d.k == 3 and d.n_labelled == 120 for c, d in dropout.items() if c[0] != "baseline")
 
     probes = {p.variant: p for p in audit.probe_results}
     assert sorted(probes) == ["neutral", "probed"]
     assert probes["probed"].probe == "grayscale"
     assert probes["probed"].flip_rate == pytest.approx(0.4)
+    assert probes["probed"].margin_drop == pytest.approx(1.2)
     assert probes["neutral"].accuracy == pytest.approx(0.9)
     assert probes["neutral"].random_k_activation_drops == [0.1, 0.12, 0.08, 0.11, 0.09]
 
@@ -271,32 +314,47 @@ def test_local_model_without_version_is_keyed_by_uri(
     assert (version.model.name, version.version, version.run_id) == ("cnn", "/models/cnn.pt", None)
 
 
-def test_failure_inside_finish_writes_nothing(
-    store: AuditStore, audit_result: AuditResult, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_inside_finish_writes_nothing(store: AuditStore, audit_result: AuditResult) -> None:
+    baseline = start(store)
+    store.finish_audit(baseline, audit_result, drift=make_drift(None))
     audit_id = start(store)
-    flushed: list[int] = []
+    flushed: list[tuple[int, int]] = []
 
-    def count_flushed(session: Session, _context: object) -> None:
-        query = select(func.count()).where(ChannelStatRow.audit_id == audit_id)
-        flushed.append(session.scalar(query))
+    def fail_once_written(session: Session, _context: object) -> None:
+        """Count what reached the database, then fail before the commit."""
+        counts = tuple(
+            session.scalar(select(func.count()).where(row.audit_id == audit_id))
+            for row in (ChannelStatRow, DriftStatRow, ArtefactRow)
+        )
+        flushed.append(counts)
+        if all(counts):
+            raise RuntimeError("injected failure")
 
-    def broken_fingerprint(*_args: object) -> str:
-        raise RuntimeError("injected failure")
-
-    monkeypatch.setattr(repository, "finding_fingerprint", broken_fingerprint)
-    event.listen(Session, "after_flush", count_flushed)
+    event.listen(Session, "after_flush", fail_once_written)
     try:
         with pytest.raises(RuntimeError, match="injected failure"):
-            store.finish_audit(audit_id, audit_result)
+            store.finish_audit(
+                audit_id,
+                audit_result,
+                drift=make_drift(baseline),
+                clusters=CLUSTERS,
+                artefacts=[ArtefactRef("gallery", "/artefacts/1/gallery", finding=0)],
+            )
     finally:
-        event.remove(Session, "after_flush", count_flushed)
+        event.remove(Session, "after_flush", fail_once_written)
 
-    assert max(flushed) == N_CHANNELS  # the rows had reached the database before the failure
-    for row in (ChannelStatRow, DropoutResultRow, ProbeResultRow, FindingRow):
+    assert flushed[-1] == (N_CHANNELS, 2, 1)  # every row had reached the database
+    for row in (
+        ChannelStatRow,
+        DropoutResultRow,
+        ProbeResultRow,
+        FindingRow,
+        ClusterRow,
+        RelevanceBootstrapRow,
+        DriftStatRow,
+        ArtefactRow,
+    ):
         assert count(store.engine, row, audit_id) == 0
-    with Session(store.engine) as session:
-        assert session.scalar(select(func.count()).select_from(RegisteredModelRow)) == 0
     audit = store.get_audit(audit_id)
     assert (audit.status, audit.model_version_id, audit.finished_at) == ("running", None, None)
 
@@ -317,15 +375,85 @@ def test_an_audit_finishes_only_once(store: AuditStore, audit_result: AuditResul
         store.get_audit(audit_id + 100)
 
 
-def test_mark_stale_running_as_failed(store: AuditStore, audit_result: AuditResult) -> None:
-    crashed, finished = start(store), start(store)
+def set_columns(store: AuditStore, audit_id: int, **values: object) -> None:
+    with Session(store.engine) as session, session.begin():
+        session.execute(update(AuditRow).where(AuditRow.id == audit_id).values(**values))
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has ended (and been reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_audits_are_those_whose_owner_is_gone(
+    store: AuditStore, audit_result: AuditResult
+) -> None:
+    silent_since = utcnow() - timedelta(seconds=601)
+    running_here = start(store)
+    finished = start(store)
     store.finish_audit(finished, audit_result)
-    assert store.mark_stale_running_as_failed() == 1
-    assert store.mark_stale_running_as_failed() == 0
-    audit = store.get_audit(crashed)
-    assert audit.status == "failed"
-    assert audit.error == "interrupted: the auditor process ended before the audit finished"
-    assert store.get_audit(finished).status == "succeeded"
+    crashed_here = start(store)
+    set_columns(store, crashed_here, owner_pid=dead_pid())
+    forgotten = start(store)  # this pid, but not an audit this process runs (pid reused)
+    liveness.unregister(forgotten)
+    hung_here = start(store)
+    set_columns(store, hung_here, heartbeat_at=silent_since)
+    elsewhere = start(store)  # another host: only its heartbeat tells
+    set_columns(store, elsewhere, owner_host="auditor-b", owner_pid=dead_pid())
+    silent_elsewhere = start(store)
+    set_columns(
+        store, silent_elsewhere, owner_host="auditor-b", owner_pid=1, heartbeat_at=silent_since
+    )
+
+    assert store.mark_stale_running_as_failed(stale_after_s=600) == 4
+    assert store.mark_stale_running_as_failed(stale_after_s=600) == 0
+    audits = {a.id: a for a in store.list_audits()}
+    gone = "interrupted: the auditor process ended before the audit finished"
+    silent = "interrupted: no heartbeat for 600 s (the auditor process hung or ended)"
+    assert {i: (audits[i].status, audits[i].error) for i in audits} == {
+        running_here: ("running", None),
+        finished: ("succeeded", None),
+        crashed_here: ("failed", gone),
+        forgotten: ("failed", gone),
+        hung_here: ("failed", silent),
+        elsewhere: ("running", None),
+        silent_elsewhere: ("failed", silent),
+    }
+    assert audits[crashed_here].finished_at is not None
+
+
+def test_heartbeat_keeps_a_running_audit_alive(
+    store: AuditStore, audit_result: AuditResult
+) -> None:
+    audit_id = start(store)
+    owner = store.get_audit(audit_id)
+    assert (owner.owner_host, owner.owner_pid) == (socket.gethostname(), os.getpid())
+    set_columns(store, audit_id, heartbeat_at=utcnow() - timedelta(hours=1))
+    with store.keep_alive(audit_id, interval_s=0.05):
+        deadline = time.monotonic() + 10
+        while store.get_audit(audit_id).heartbeat_at < utcnow() - timedelta(minutes=1):
+            assert time.monotonic() < deadline, "no heartbeat within 10 s"
+            time.sleep(0.05)
+        assert store.mark_stale_running_as_failed(stale_after_s=60) == 0
+        store.finish_audit(audit_id, audit_result)
+        assert store.beat(audit_id) is False  # the heartbeat stops once the audit ended
+    assert store.get_audit(audit_id).status == "succeeded"
+
+
+def test_zombie_processes_count_as_gone() -> None:
+    process = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not liveness.process_alive(process.pid)  # exited, not yet reaped
+    finally:
+        process.wait()
+    assert liveness.process_alive(os.getpid())
+    assert not liveness.process_alive(process.pid)
 
 
 def test_unreachable_database_is_one_line_store_error() -> None:
@@ -342,10 +470,156 @@ def test_unreachable_database_is_one_line_store_error() -> None:
 
 def test_schema_behind_head_needs_db_upgrade(db_url: str) -> None:
     expected = (
-        r"schema revision \(empty\), this auditor needs 0001 -- fix: run `auditor db upgrade`"
+        r"schema revision \(empty\), this auditor needs 0002 -- fix: run `auditor db upgrade`"
     )
     with pytest.raises(StoreError, match=expected):
         AuditStore(db_url, auto_upgrade=False)
     if db_url.startswith("postgresql"):  # a server database is never upgraded implicitly
         with pytest.raises(StoreError, match=expected):
             AuditStore(db_url)
+
+
+def test_operations_rows_round_trip(store: AuditStore, audit_result: AuditResult) -> None:
+    baseline = start(store)
+    store.finish_audit(baseline, audit_result, drift=make_drift(None))
+    audit_id = start(store)
+    store.finish_audit(
+        audit_id,
+        audit_result,
+        report_path="reports/2.json",
+        drift=make_drift(baseline),
+        clusters=CLUSTERS,
+        artefacts=[
+            ArtefactRef("gallery", "/artefacts/2/spurious", finding=0),
+            ArtefactRef("relevance", "mlflow-artifacts:/7/relevance.npy"),
+        ],
+    )
+
+    audit = store.get_audit(audit_id)
+    assert audit.bootstrap is not None
+    assert (audit.bootstrap.n_samples, audit.bootstrap.n_replicates) == (200, 50)
+    np.testing.assert_array_equal(bootstrap_means(audit.bootstrap), make_bootstrap().means)
+    assert [(d.name, d.baseline_audit_id, d.drifted) for d in audit.drift_stats] == [
+        ("js_distance", baseline, False),
+        ("spearman", baseline, True),
+    ]
+    spearman = audit.drift_stats[1]
+    assert (spearman.value, spearman.lower, spearman.upper) == pytest.approx((0.42, 0.9, 1.0))
+    assert (spearman.threshold, spearman.bound) == (0.8, "min")
+    assert [(c.cluster, c.size, c.share) for c in audit.clusters] == [(0, 150, 0.75), (1, 50, 0.25)]
+    assert audit.clusters[1].evidence == {"flip_rate": 0.6}
+    assert audit.clusters[1].relevance_profile == [0.3] * N_CHANNELS
+    artefacts = [(a.kind, a.uri, a.finding_id, a.pruned_at) for a in audit.artefacts]
+    assert artefacts == [
+        ("report", str(Path("reports/2.json").absolute()), None, None),
+        ("gallery", "/artefacts/2/spurious", audit.findings[0].id, None),
+        ("relevance", "mlflow-artifacts:/7/relevance.npy", None, None),
+    ]
+    assert [a.kind for a in audit.findings[0].artefacts] == ["gallery"]
+    assert [a.id for a in store.artefacts(audit_id)] == [a.id for a in audit.artefacts]
+    assert store.get_audit(baseline).drift_stats == []  # its first audit: nothing to compare
+
+
+def test_reviews_and_false_alarms(store: AuditStore, audit_result: AuditResult) -> None:
+    first, second = start(store), start(store)
+    store.finish_audit(first, audit_result)
+    store.finish_audit(second, audit_result)
+    spurious, probe = store.findings(first)
+    later_spurious = store.findings(second)[0]
+
+    review = store.add_review(spurious.id, "false_alarm", "dr. lee", "the tint is the label")
+    assert review.id is not None and review.created_at is not None
+    store.add_review(probe.id, "needs_data", "dr. lee")
+    assert store.false_alarms([spurious.fingerprint, probe.fingerprint]) == {spurious.fingerprint}
+    assert store.false_alarms([]) == set()
+
+    # the newest review of any finding with the fingerprint counts
+    store.add_review(later_spurious.id, "confirmed", "dr. kim", "tint is a shortcut after all")
+    assert store.false_alarms([spurious.fingerprint]) == set()
+    assert [(r.status, r.reviewer) for r in store.reviews(spurious.id)] == [
+        ("false_alarm", "dr. lee")
+    ]
+    reviews = store.get_audit(second).findings[0].reviews
+    assert [(r.status, r.comment) for r in reviews] == [
+        ("confirmed", "tint is a shortcut after all")
+    ]
+
+    with pytest.raises(StoreError, match="review status 'wrong' is unknown -- fix: use one of"):
+        store.add_review(spurious.id, "wrong", "dr. lee")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="finding 999 does not exist"):
+        store.add_review(999, "confirmed", "dr. lee")
+    with pytest.raises(StoreError, match="a review needs a reviewer"):
+        store.add_review(spurious.id, "confirmed", " ")
+
+
+def test_drift_baseline_and_previous_audit(store: AuditStore, audit_result: AuditResult) -> None:
+    assert store.drift_baseline("skin-lesion-cnn", "layer4") is None
+    first, other_model, other_layer, failed = start(store), start(store), start(store), start(store)
+    store.finish_audit(first, audit_result)
+    store.finish_audit(other_model, make_result(model_name="another-model"))
+    layer3 = replace(audit_result.channels, layer="layer3")
+    store.finish_audit(other_layer, replace(audit_result, channels=layer3))
+    store.fail_audit(failed, "boom")
+    second = start(store)
+    store.finish_audit(second, audit_result)
+
+    baseline = store.drift_baseline("skin-lesion-cnn", "layer4")
+    assert baseline is not None and baseline.id == second
+    assert len(baseline.channel_stats) == N_CHANNELS and len(baseline.probe_results) == 2
+    assert store.drift_baseline("skin-lesion-cnn", "layer4", pinned=first).id == first
+    assert store.previous_audit_id(second) == other_layer  # same model, any layer
+    assert store.previous_audit_id(first) is None
+    assert store.previous_audit_id(failed) is None
+
+    for pinned, state in [
+        (failed, "is a failed audit"),
+        (other_model, "is a succeeded audit of model 'another-model'"),
+        (other_layer, "at layer 'layer3'"),
+        (999, "does not exist"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            store.drift_baseline("skin-lesion-cnn", "layer4", pinned=pinned)
+        message = str(caught.value)
+        assert message.startswith(f"drift.baseline_audit_id = {pinned}: that audit")
+        assert state in message and message.endswith("or remove drift.baseline_audit_id")
+
+
+def test_upgrade_from_0001_keeps_audits(db_url: str, audit_result: AuditResult) -> None:
+    upgrade(db_url, "0001")
+    legacy = table(
+        "audits",
+        *(column(name) for name in ("model_uri", "status", "config_yaml", "config_hash")),
+        column("code_version"),
+        column("started_at", UTCDateTime()),
+    )
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        for status, age in [("succeeded", timedelta(0)), ("running", timedelta(hours=2))]:
+            connection.execute(
+                insert(legacy).values(
+                    model_uri="models:/legacy@prod",
+                    status=status,
+                    config_yaml="{}",
+                    config_hash="b" * 64,
+                    code_version="0.0.9",
+                    started_at=utcnow() - age,
+                )
+            )
+    engine.dispose()
+
+    upgrade(db_url)
+    store = AuditStore(db_url, auto_upgrade=False)
+    try:
+        audits = store.list_audits()
+        assert [(a.status, a.owner_host, a.heartbeat_at) for a in audits] == [
+            ("succeeded", None, None),
+            ("running", None, None),
+        ]
+        # without owner or heartbeat, a legacy running audit is stale once its start is old
+        assert store.mark_stale_running_as_failed(stale_after_s=3 * 3600) == 0
+        assert store.mark_stale_running_as_failed(stale_after_s=3600) == 1
+        audit_id = start(store)
+        store.finish_audit(audit_id, audit_result)
+        assert store.get_audit(audit_id).status == "succeeded"
+    finally:
+        store.close()

@@ -1,11 +1,15 @@
 """Opening the findings database and migrating its schema with Alembic (no alembic.ini).
 
-`auditor db upgrade` calls `upgrade(url)`; `AuditStore` calls it itself for SQLite files.
+`auditor db upgrade` calls `upgrade(url)`; `AuditStore` calls `upgrade_locked(url)` itself for
+SQLite files. SQLite files run in WAL mode with a busy timeout, so several auditor processes
+can share one (writers queue, readers never wait).
 """
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
+from typing import Any
 
 import auditor_migrations
 from alembic import command
@@ -13,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from auditor.errors import StoreError
@@ -21,6 +25,7 @@ from auditor.errors import StoreError
 SCRIPT_LOCATION = Path(auditor_migrations.__file__).parent
 CONNECT_FIX = "start the server or set store_url / AUDITOR_DB_URL"
 CONNECT_TIMEOUT_S = 10
+SQLITE_BUSY_TIMEOUT_S = 60
 
 
 def display_url(url: str) -> str:
@@ -46,8 +51,9 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_engine(url: str) -> Engine:
-    """An engine for the store: SQLite files get their folder, PostgreSQL the psycopg driver
-    (for a bare `postgresql://`) and a connect timeout. A bad URL raises `StoreError`."""
+    """An engine for the store: SQLite files get their folder, WAL mode and a busy timeout,
+    PostgreSQL the psycopg driver (for a bare `postgresql://`) and a connect timeout. A bad URL
+    raises `StoreError`."""
     fix = "use sqlite:///path/to/auditor.db or postgresql+psycopg://user:password@host/db"
     try:
         parsed = make_url(url)
@@ -56,9 +62,11 @@ def open_engine(url: str) -> Engine:
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise StoreError(f"database URL {display_url(url)}: {backend} is not supported", fix)
-        connect_args = {}
+        connect_args: dict[str, Any] = {}
         if backend == "postgresql" and "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        if backend == "sqlite":
+            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
         engine = create_engine(parsed, connect_args=connect_args)
     except (ArgumentError, NoSuchModuleError, ImportError) as err:
         raise StoreError(
@@ -67,7 +75,13 @@ def open_engine(url: str) -> Engine:
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        event.listen(engine, "connect", _write_ahead_log)
     return engine
+
+
+def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
+    """WAL journal: readers do not block the writer nor it them (persistent in the file)."""
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -113,3 +127,17 @@ def upgrade(url: str, revision: str = "head") -> None:
             f"cannot migrate database {display_url(url)} to {revision}: {describe(err)}",
             f"check that the database is reachable and was created by the auditor ({CONNECT_FIX})",
         ) from err
+
+
+def upgrade_locked(url: str) -> None:
+    """Upgrade a SQLite file to head under an exclusive lock on `<file>.lock`, so auditors that
+    start at once on a new file migrate it once (the others wait, then find it at head)."""
+    path = sqlite_path(url)
+    if path is None:
+        upgrade(url)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if current(url) != head():
+            upgrade(url)

@@ -4,8 +4,9 @@ Every class ends in `Row` so it never reads like the typed results of `auditor.r
 (`results.Finding` is a finding in flight, `FindingRow` is one stored). The Alembic
 migrations in `migrations/versions/` create exactly these tables; a test compares them.
 
-Child tables of an audit (channel stats, dropout, probe results) have a composite primary
-key that starts with `audit_id`, so it doubles as the index on that foreign key.
+Child tables of an audit (channel stats, dropout, probe results, clusters, drift statistics)
+have a composite primary key that starts with `audit_id`, so it doubles as the index on that
+foreign key. Retention deletes artefact files only (`ArtefactRow.pruned_at`), never rows.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any, ClassVar, Literal
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -32,6 +35,9 @@ from auditor.results import Severity
 AuditStatus = Literal["running", "succeeded", "failed"]
 DropoutCondition = Literal["baseline", "top_k", "random_k", "bottom_k"]
 ProbeVariant = Literal["probed", "neutral"]
+AlertEvent = Literal["drift", "finding", "audit_failed"]
+AlertStatus = Literal["sent", "failed", "suppressed"]
+ReviewStatus = Literal["confirmed", "false_alarm", "needs_data"]
 
 # Fixed constraint names keep migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -76,6 +82,7 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON,
         list[int]: JSON,
         list[float]: JSON,
+        bytes: LargeBinary,
     }
 
 
@@ -120,7 +127,7 @@ class AuditRow(Base):
         ForeignKey("model_versions.id"), index=True
     )
     model_uri: Mapped[str]
-    status: Mapped[AuditStatus] = mapped_column(String(16))
+    status: Mapped[AuditStatus] = mapped_column(String(16), index=True)
     config_yaml: Mapped[str] = mapped_column(Text)
     config_hash: Mapped[str] = mapped_column(String(64))
     code_version: Mapped[str]
@@ -132,6 +139,9 @@ class AuditRow(Base):
     n_labelled: Mapped[int | None]
     layer: Mapped[str | None]
     report_path: Mapped[str | None]
+    owner_host: Mapped[str | None] = mapped_column(doc="host name of the auditor process")
+    owner_pid: Mapped[int | None] = mapped_column(doc="process id on owner_host")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(doc="refreshed while running")
 
     model_version: Mapped[ModelVersionRow | None] = relationship()
     channel_stats: Mapped[list[ChannelStatRow]] = relationship(
@@ -145,6 +155,21 @@ class AuditRow(Base):
     )
     findings: Mapped[list[FindingRow]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="FindingRow.id"
+    )
+    clusters: Mapped[list[ClusterRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ClusterRow.cluster"
+    )
+    bootstrap: Mapped[RelevanceBootstrapRow | None] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    drift_stats: Mapped[list[DriftStatRow]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        foreign_keys="DriftStatRow.audit_id",
+        order_by="DriftStatRow.name",
+    )
+    artefacts: Mapped[list[ArtefactRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ArtefactRow.id"
     )
 
 
@@ -184,6 +209,7 @@ class DropoutResultRow(Base):
     average_precision: Mapped[float | None]
     flip_rate: Mapped[float]
     logit_drop: Mapped[float]
+    margin_drop: Mapped[float] = mapped_column(server_default="0")
     n_samples: Mapped[int]
     n_labelled: Mapped[int]
     channels: Mapped[list[int]]
@@ -204,6 +230,7 @@ class ProbeResultRow(Base):
     average_precision: Mapped[float | None]
     flip_rate: Mapped[float]
     logit_drop: Mapped[float]
+    margin_drop: Mapped[float] = mapped_column(server_default="0")
     perturbation_norm: Mapped[float]
     top_k_activation_drop: Mapped[float]
     random_k_activation_drops: Mapped[list[float]]
@@ -224,3 +251,135 @@ class FindingRow(Base):
     evidence: Mapped[dict[str, Any]]
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    artefacts: Mapped[list[ArtefactRow]] = relationship(
+        back_populates="finding", passive_deletes=True, order_by="ArtefactRow.id"
+    )
+    reviews: Mapped[list[ReviewRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ReviewRow.id"
+    )
+
+
+class ClusterRow(Base):
+    """One cluster of an audit's samples: size, share of the samples, and the mean channel
+    relevance of its members (matches clusters across audits for the cluster-mix drift)."""
+
+    __tablename__ = "clusters"
+
+    audit_id: Mapped[int] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    cluster: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int]
+    share: Mapped[float]
+    relevance_profile: Mapped[list[float]]
+    evidence: Mapped[dict[str, Any]]
+
+
+class RelevanceBootstrapRow(Base):
+    """Bootstrap replicates of the audit's mean channel relevance (`results.RelevanceBootstrap`):
+    `means` holds `n_replicates x n_channels` little-endian float32 values, row-major."""
+
+    __tablename__ = "relevance_bootstraps"
+
+    audit_id: Mapped[int] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    n_samples: Mapped[int]
+    n_replicates: Mapped[int]
+    n_channels: Mapped[int]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    means: Mapped[bytes]
+
+
+class DriftStatRow(Base):
+    """One explanation statistic of an audit against its baseline audit, with its bootstrap
+    interval; `drifted` when the whole interval lies past the threshold on the `bound` side."""
+
+    __tablename__ = "drift_stats"
+    __table_args__ = (CheckConstraint("bound IN ('min', 'max')", name="bound"),)
+
+    audit_id: Mapped[int] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(primary_key=True)
+    baseline_audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"))
+    value: Mapped[float]
+    lower: Mapped[float]
+    upper: Mapped[float]
+    threshold: Mapped[float]
+    bound: Mapped[str] = mapped_column(String(3))
+    drifted: Mapped[bool]
+
+
+class ArtefactRow(Base):
+    """A file written for an audit (report, gallery, arrays), optionally illustrating one of
+    its findings. Retention deletes the file and sets `pruned_at`; the row stays."""
+
+    __tablename__ = "artefacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    finding_id: Mapped[int | None] = mapped_column(
+        ForeignKey("findings.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str]
+    uri: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    pruned_at: Mapped[datetime | None]
+
+    finding: Mapped[FindingRow | None] = relationship(back_populates="artefacts")
+
+
+class ReviewRow(Base):
+    """A domain expert's verdict on a finding; the newest review of a finding counts."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint("status IN ('confirmed', 'false_alarm', 'needs_data')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    finding_id: Mapped[int] = mapped_column(
+        ForeignKey("findings.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[ReviewStatus] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertRow(Base):
+    """Every alert a rule raised, per sink: `sent`, `failed` (with the error) or `suppressed`
+    (same fingerprint within the cooldown, or reviewed as a false alarm; reason in `error`)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint("event IN ('drift', 'finding', 'audit_failed')", name="event"),
+        CheckConstraint("status IN ('sent', 'failed', 'suppressed')", name="status"),
+        CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
+    event: Mapped[AlertEvent] = mapped_column(String(16))
+    sink: Mapped[str]
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    severity: Mapped[Severity] = mapped_column(String(8))
+    title: Mapped[str]
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[AlertStatus] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertClaimRow(Base):
+    """Deduplication of alerts across processes: the sink + fingerprint `key` is claimed by an
+    atomic upsert that succeeds only when `claimed_at` is older than the cooldown (or NULL,
+    released after a failed send)."""
+
+    __tablename__ = "alert_claims"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    claimed_at: Mapped[datetime | None]
