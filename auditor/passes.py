@@ -19,10 +19,15 @@ ImageTransform = Callable[[torch.Tensor, int], torch.Tensor]
 
 @dataclass(frozen=True)
 class LayerPass:
-    """Logits and the mean activation of every channel of the layer (over samples, h, w)."""
+    """Logits and, per sample, the spatial mean activation of every channel of the layer."""
 
     logits: torch.Tensor
-    channel_means: torch.Tensor
+    channel_activation: torch.Tensor
+
+    def channel_means(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean activation per channel over all samples, or over the samples `index`."""
+        rows = self.channel_activation if index is None else self.channel_activation[index]
+        return rows.mean(dim=0)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def relevance_pass(
     activations = torch.cat(acts)
     return RelevancePass(
         logits=torch.cat(logits),
-        channel_means=_channel_means(activations),
+        channel_activation=_spatial_means(activations),
         activations=activations,
         channel_relevance=torch.cat(scores),
     )
@@ -81,18 +86,17 @@ def layer_pass(
     description: str,
 ) -> LayerPass:
     """Forward pass of transformed images (`transform(batch, start_index)`): logits and the
-    channel means, without keeping activations."""
-    logits, sums, count = [], None, 0
+    per-sample channel means, without keeping activations."""
+    logits, means = [], []
     batches = _batches(images, batch_size)
     with torch.no_grad():
         for start, batch in track(batches, description, len(batches)):
             act = split.trunk(normalize(transform(batch, start), preprocess))
             logits.append(split.head(act))
-            batch_sums = act.flatten(start_dim=2).mean(dim=2).sum(dim=0)
-            sums = batch_sums if sums is None else sums + batch_sums
-            count += len(batch)
-    return LayerPass(logits=torch.cat(logits), channel_means=sums / count)
+            means.append(_spatial_means(act))
+    return LayerPass(logits=torch.cat(logits), channel_activation=torch.cat(means))
 
 
-def _channel_means(activations: torch.Tensor) -> torch.Tensor:
-    return activations.flatten(start_dim=2).mean(dim=2).mean(dim=0)
+def _spatial_means(activations: torch.Tensor) -> torch.Tensor:
+    """N x C: each channel's mean over its spatial positions."""
+    return activations.flatten(start_dim=2).mean(dim=2)

@@ -25,10 +25,10 @@ from auditor.config import AuditConfig
 from auditor.errors import AuditorError, ConfigError, SampleError
 from auditor.graph import ModelGraph, SplitModel
 from auditor.mlflow_io import LoadedModel, load_model
-from auditor.passes import RelevancePass, layer_pass, relevance_pass
+from auditor.passes import LayerPass, RelevancePass, layer_pass, relevance_pass
 from auditor.relevance import LRP, composite
 from auditor.report import staged_report
-from auditor.results import AuditResult, ChannelTable, ProbeResult
+from auditor.results import AuditResult, ChannelTable, ClassAnalysis, ProbeResult, ProbeShift
 from auditor.samples import SampleSet, load_samples, normalize
 from auditor.store import AuditStore
 
@@ -94,8 +94,9 @@ def run_probe(
     channels: ChannelTable,
     random_sets: list[list[int]],
     config: AuditConfig,
-) -> ProbeResult:
-    """One probe and its neutral twin, through the trunk once each."""
+) -> tuple[ProbeResult, LayerPass]:
+    """One probe and its neutral twin, through the trunk once each; also returns the probed
+    pass for the per-class activation statistics."""
     probe = PROBES[name]
 
     def probed(batch: torch.Tensor, _start: int) -> torch.Tensor:
@@ -109,16 +110,66 @@ def run_probe(
     neutral_pass = layer_pass(split, samples.images, neutral, **run, description=f"neutral twin of {name}")
     images = torch.from_numpy(samples.images)
     norm = float((probe(images) - images).flatten(start_dim=1).norm(dim=1).mean())
-    return ProbeResult(
+    shift = probe_shift(name, base, probed_pass, None, channels.top_k, random_sets)
+    result = ProbeResult(
         name=name,
         probed=condition_metrics(probed_pass.logits, base.logits, samples.labels),
         neutral=condition_metrics(neutral_pass.logits, base.logits, samples.labels),
         perturbation_norm=norm,
-        top_k_activation_drop=relative_drop(
-            base.channel_means, probed_pass.channel_means, channels.top_k
+        top_k_activation_drop=shift.top_k_activation_drop,
+        random_k_activation_drops=shift.random_k_activation_drops,
+    )
+    return result, probed_pass
+
+
+def probe_shift(
+    name: str,
+    base: LayerPass,
+    probed: LayerPass,
+    index: torch.Tensor | None,
+    top_k: list[int],
+    random_sets: list[list[int]],
+) -> ProbeShift:
+    """Relative activation drop of the top-k and of each random set, over samples `index`."""
+    before, after = base.channel_means(index), probed.channel_means(index)
+    return ProbeShift(
+        probe=name,
+        top_k_activation_drop=relative_drop(before, after, top_k),
+        random_k_activation_drops=[relative_drop(before, after, s) for s in random_sets],
+    )
+
+
+def analyse_class(
+    class_index: int,
+    split: SplitModel,
+    samples: SampleSet,
+    base: RelevancePass,
+    probed: dict[str, LayerPass],
+    k: int,
+    config: AuditConfig,
+) -> ClassAnalysis:
+    """Rank, validate and probe the channels of the samples predicted as `class_index`."""
+    index = (base.logits.argmax(dim=1) == class_index).nonzero().squeeze(1)
+    relevance = base.channel_relevance[index].mean(dim=0).numpy().astype(float)
+    top, bottom = rank_channels(relevance, k)
+    random_sets = random_channel_sets(
+        len(relevance), k, exclude=top, repeats=config.dropout.random_repeats,
+        seed=config.seed + 7919 * (class_index + 1),
+    )
+    names = samples.class_names
+    return ClassAnalysis(
+        class_index=class_index,
+        class_name=names[class_index] if names and class_index < len(names) else str(class_index),
+        n_samples=len(index),
+        relevance=[float(r) for r in relevance],
+        top_k=top,
+        bottom_k=bottom,
+        dropout=dropout_validation(
+            split.head, base.activations[index], samples.labels[index.numpy()],
+            top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
         ),
-        random_k_activation_drops=[
-            relative_drop(base.channel_means, probed_pass.channel_means, s) for s in random_sets
+        probe_shifts=[
+            probe_shift(name, base, p, index, top, random_sets) for name, p in probed.items()
         ],
     )
 
@@ -167,12 +218,20 @@ def audit(config: AuditConfig) -> AuditResult:
             top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
         )
     with timer.stage("probes"):
-        probes = [
+        runs = [
             run_probe(name, split, samples, base, channels, random_sets, config)
             for name in config.probes.names
         ]
+    probes = [result for result, _ in runs]
+    with timer.stage("classes"):
+        predicted = torch.bincount(base.logits.argmax(dim=1), minlength=base.logits.shape[1])
+        classes = [
+            analyse_class(c, split, samples, base, {p.name: run for p, run in runs}, k, config)
+            for c in range(len(predicted))
+            if predicted[c] >= config.channels.min_class_samples
+        ]
     findings = derive_findings(
-        channels, dropout, probes, config.thresholds, list(config.probes.non_semantic)
+        channels, dropout, probes, classes, config.thresholds, list(config.probes.non_semantic)
     )
     return AuditResult(
         model=loaded.ref,
@@ -184,6 +243,7 @@ def audit(config: AuditConfig) -> AuditResult:
         probes=probes,
         findings=findings,
         timings=dict(timer),
+        classes=classes,
     )
 
 

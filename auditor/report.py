@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from auditor.results import AuditResult, ProbeResult
+from auditor.results import AuditResult, ClassAnalysis, DropoutTable, ProbeResult
 
 FORMAT_VERSION = 1
 
@@ -27,8 +27,38 @@ def _probe(p: ProbeResult) -> dict[str, Any]:
     }
 
 
+def _dropout(d: DropoutTable) -> dict[str, Any]:
+    return {
+        "k": d.k,
+        "baseline": asdict(d.baseline),
+        "top_k": asdict(d.top_k),
+        "random_k": d.random_k_mean,
+        "random_k_runs": [{"channels": s, **asdict(m)} for s, m in zip(d.random_sets, d.random_k)],
+        "bottom_k": asdict(d.bottom_k),
+    }
+
+
+def _class(c: ClassAnalysis) -> dict[str, Any]:
+    return {
+        "class_index": c.class_index,
+        "class_name": c.class_name,
+        "n_samples": c.n_samples,
+        "top_k": c.top_k,
+        "bottom_k": c.bottom_k,
+        "relevance": c.relevance,
+        "dropout": _dropout(c.dropout),
+        "probes": {
+            s.probe: {
+                "top_k_activation_drop": s.top_k_activation_drop,
+                "random_k_activation_drops": s.random_k_activation_drops,
+                "collapse": s.collapse,
+            }
+            for s in c.probe_shifts
+        },
+    }
+
+
 def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
-    d = result.dropout
     return {
         "format_version": FORMAT_VERSION,
         "audit_id": audit_id,
@@ -46,17 +76,9 @@ def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
             "bottom_k": result.channels.bottom_k,
             "relevance": result.channels.relevance,
         },
-        "dropout": {
-            "k": d.k,
-            "baseline": asdict(d.baseline),
-            "top_k": asdict(d.top_k),
-            "random_k": d.random_k_mean,
-            "random_k_runs": [
-                {"channels": s, **asdict(m)} for s, m in zip(d.random_sets, d.random_k)
-            ],
-            "bottom_k": asdict(d.bottom_k),
-        },
+        "dropout": _dropout(result.dropout),
         "probes": {p.name: _probe(p) for p in result.probes},
+        "classes": [_class(c) for c in result.classes],
         "findings": [asdict(f) for f in result.findings],
         "timings": result.timings,
     }

@@ -25,6 +25,7 @@ def _row(name: str, m: ConditionMetrics | dict) -> list[str]:
         _pct(get("average_precision")),
         _pct(get("flip_rate")),
         f"{get('logit_drop'):.3f}",
+        _pct(get("margin_drop")),
     ]
 
 
@@ -39,7 +40,7 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
     console.print(f"top-{r.channels.k} channels ({r.channels.method}): {r.channels.top_k}")
 
     dropout = Table(title=f"Channel dropout (k = {r.dropout.k})", title_justify="left")
-    for column in ("condition", "accuracy", "AP", "flip rate", "logit drop"):
+    for column in ("condition", "accuracy", "AP", "flip rate", "logit drop", "margin lost"):
         dropout.add_column(column, justify="left" if column == "condition" else "right")
     d = r.dropout
     dropout.add_row(*_row("none (baseline)", d.baseline))
@@ -47,6 +48,20 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
     dropout.add_row(*_row(f"random-k (mean of {len(d.random_k)})", d.random_k_mean))
     dropout.add_row(*_row("bottom-k", d.bottom_k))
     console.print(dropout)
+
+    if r.classes:
+        per_class = Table(title="Per predicted class (top-k of each class)", title_justify="left")
+        for column in ("class", "samples", "top-k", "margin lost: top-k", "random-k", "bottom-k",
+                       *(f"{s.probe}: act. drop top/random" for s in r.classes[0].probe_shifts)):
+            per_class.add_column(column, justify="left" if column in ("class", "top-k") else "right")
+        for c in r.classes:
+            per_class.add_row(
+                c.class_name, str(c.n_samples), str(c.top_k), _pct(c.dropout.top_k.margin_drop),
+                _pct(c.dropout.random_k_mean["margin_drop"]), _pct(c.dropout.bottom_k.margin_drop),
+                *(f"{_pct(s.top_k_activation_drop)} / {_pct(s.top_k_activation_drop - s.collapse)}"
+                  for s in c.probe_shifts),
+            )
+        console.print(per_class)
 
     probes = Table(title="Probes", title_justify="left")
     for column in ("probe", "accuracy", "flip rate", "neutral flip", "top-k act. drop", "random act. drop"):

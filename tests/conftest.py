@@ -9,9 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 import requests
+import torch
+
+from auditor.demo.run import DemoSizes, save_npz
+from auditor.demo.scenario import make_counterfeit_data
+from auditor.demo.train import MEAN, STD, train_classifier
 
 SERVER_START_TIMEOUT_S = 90.0
 
@@ -76,3 +85,65 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A trained counterfeit detector saved as an MLflow model (default pt2 format) beside its
+    labelled validation set and unlabeled production set (documented .npz format)."""
+
+    model: torch.nn.Module
+    model_dir: Path
+    validation: Path
+    production: Path
+
+
+SCENARIO_SIZES = DemoSizes(train=1200, validation=300, production=300)
+
+
+def _build_scenario(root: Path, *, colour_shortcut: bool, seed: int = 0) -> Scenario:
+    sizes = SCENARIO_SIZES
+    n = sizes.train + sizes.validation + sizes.production
+    images, labels = make_counterfeit_data(n, colour_shortcut=colour_shortcut, seed=seed)
+    cut = sizes.train + sizes.validation
+    model = train_classifier(images[: sizes.train], labels[: sizes.train], seed=seed)
+    example = np.zeros((2, 3, 64, 64), np.float32)
+    model_dir = root / "model"
+    mlflow.pytorch.save_model(model, str(model_dir), input_example=example)
+    return Scenario(
+        model=model,
+        model_dir=model_dir,
+        validation=save_npz(root / "validation.npz", images[sizes.train : cut], labels[sizes.train : cut], "val"),
+        production=save_npz(root / "production.npz", images[cut:], None, "prod"),
+    )
+
+
+@pytest.fixture(scope="session")
+def shortcut_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    """The demo's detector: fakes carry a structural cue and a colour tint."""
+    return _build_scenario(tmp_path_factory.mktemp("shortcut"), colour_shortcut=True)
+
+
+@pytest.fixture(scope="session")
+def control_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    """The clean control: same data and training, no colour tint."""
+    return _build_scenario(tmp_path_factory.mktemp("control"), colour_shortcut=False)
+
+
+def audit_config(
+    scenario: Scenario, tmp_path: Path, *, samples: list[tuple[str, Path]] | None = None, **overrides
+) -> dict:
+    """A plain-dict audit config over a local scenario (what a user writes in audit.yaml)."""
+    config = {
+        "model": {"uri": str(scenario.model_dir)},
+        "samples": [
+            {"name": name, "uri": str(path)}
+            for name, path in (samples or [("validation", scenario.validation), ("production", scenario.production)])
+        ],
+        "preprocess": {"mean": list(MEAN), "std": list(STD)},
+        "store_url": f"sqlite:///{tmp_path / 'auditor.db'}",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    return config

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.config import AuditConfig
+from auditor.checks.findings import validated
+from auditor.config import AuditConfig, Thresholds
 from auditor.pipeline import AuditOutcome, run_audit
 from auditor.store import AuditStore
 
@@ -24,32 +25,33 @@ def kinds(outcome: AuditOutcome) -> set[tuple[str, str | None]]:
     return {(f.kind, f.probe) for f in outcome.result.findings}
 
 
-def dropout_effect(outcome: AuditOutcome) -> float:
-    d = outcome.result.dropout
-    return d.top_k.flip_rate - d.random_k_mean["flip_rate"]
-
-
 def test_colour_shortcut_is_flagged_by_probe_and_channels(shortcut_scenario: Scenario, tmp_path):
     outcome = run(audit_config(shortcut_scenario, tmp_path), tmp_path)
 
     assert ("probe_sensitivity", "grayscale") in kinds(outcome)
     assert ("spurious_channels", "grayscale") in kinds(outcome)
-    spurious = next(f for f in outcome.result.findings if f.kind == "spurious_channels")
-    assert spurious.evidence["channels"] == outcome.result.channels.top_k
-    assert spurious.evidence["dropout"]["effect"] >= 0.2
+    spurious = [f for f in outcome.result.findings if f.kind == "spurious_channels"]
+    # only the channels of the class that carries the tint collapse under grayscale
+    assert [f.evidence["class_name"] for f in spurious] == ["fake"]
+    fake = next(c for c in outcome.result.classes if c.class_name == "fake")
+    assert spurious[0].evidence["channels"] == fake.top_k
+    assert spurious[0].evidence["top_k_activation_drop"] > 0.9
     probe = outcome.result.probes[0]
     assert probe.probed.flip_rate > probe.neutral.flip_rate + 0.2
-    # dropping the top-k channels hurts far more than random-k, bottom-k barely matters
-    d = outcome.result.dropout
-    assert d.top_k.accuracy < d.random_k_mean["accuracy"] - 0.2
-    assert d.bottom_k.flip_rate <= d.random_k_mean["flip_rate"] + 0.05
+    # per class, dropping the top-k channels costs far more margin than random-k or bottom-k
+    for c in outcome.result.classes:
+        d = c.dropout
+        assert d.top_k.margin_drop > max(r.margin_drop for r in d.random_k)
+        assert d.bottom_k.margin_drop < d.random_k_mean["margin_drop"]
 
 
 def test_clean_control_is_validated_but_not_flagged(control_scenario: Scenario, tmp_path):
     outcome = run(audit_config(control_scenario, tmp_path), tmp_path)
 
     assert outcome.result.findings == []
-    assert dropout_effect(outcome) >= 0.2  # its top-k channels are validated all the same
+    # its top-k channels are validated all the same, for every class
+    assert [c.class_name for c in outcome.result.classes] == ["real", "fake"]
+    assert all(validated(c.dropout, Thresholds()) for c in outcome.result.classes)
     assert outcome.result.dropout.baseline.accuracy >= 0.9
 
 
@@ -60,10 +62,13 @@ def test_report_and_store_hold_the_whole_audit(shortcut_scenario: Scenario, tmp_
     assert report["audit_id"] == outcome.audit_id
     assert report["model"]["name"] == "model" and report["model"]["flavor"] == "pytorch-pt2"
     assert report["channels"]["layer"] == "layer3"
-    assert len(report["channels"]["relevance"]) == 32 and len(report["channels"]["top_k"]) == 3
+    assert len(report["channels"]["relevance"]) == 32 and len(report["channels"]["top_k"]) == 6
     assert set(report["dropout"]) >= {"top_k", "random_k", "bottom_k", "baseline"}
+    metrics = {"accuracy", "average_precision", "flip_rate", "logit_drop", "margin_drop"}
     for condition in ("top_k", "random_k", "bottom_k"):
-        assert set(report["dropout"][condition]) >= {"accuracy", "average_precision", "flip_rate", "logit_drop"}
+        assert set(report["dropout"][condition]) >= metrics
+    assert [c["class_name"] for c in report["classes"]] == ["real", "fake"]
+    assert report["classes"][1]["probes"]["grayscale"]["collapse"] > 0.3
     assert set(report["probes"]["grayscale"]) >= {"probed", "neutral", "top_k_activation_drop"}
     assert {f["kind"] for f in report["findings"]} == {"probe_sensitivity", "spurious_channels"}
     assert all(f["probe"] == "grayscale" for f in report["findings"])
@@ -87,9 +92,10 @@ def test_unlabeled_samples_use_flip_rate_and_logit_drop(shortcut_scenario: Scena
     d = outcome.result.dropout
     assert outcome.result.n_labelled == 0
     assert d.top_k.accuracy is None and d.top_k.average_precision is None
-    assert d.top_k.flip_rate > d.random_k_mean["flip_rate"]
     assert d.top_k.logit_drop > d.random_k_mean["logit_drop"]
+    assert d.top_k.margin_drop > d.random_k_mean["margin_drop"]
     assert ("probe_sensitivity", "grayscale") in kinds(outcome)
+    assert ("spurious_channels", "grayscale") in kinds(outcome)
 
 
 def test_same_config_gives_same_ranking_and_findings(shortcut_scenario: Scenario, tmp_path):

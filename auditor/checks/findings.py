@@ -3,9 +3,10 @@
 A validated top-k set alone is evidence, not a finding: every model relies on some channels.
 * `probe_sensitivity`: removing a cue changes predictions well beyond a neutral perturbation of
   the same size (flip rate under the probe minus flip rate under the neutral perturbation).
-* `spurious_channels`: the validated top-k channels (dropping them flips far more predictions
-  than dropping random channels) lose their activation under a probe that removes a cue the
-  config declares non-semantic, far more than random channel sets do.
+* `spurious_channels`: for the samples predicted as one class, the validated top-k channels
+  (dropping them costs far more of the decision margin than dropping random channels) lose
+  their activation under a probe that removes a cue the config declares non-semantic, far more
+  than random channel sets do.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from __future__ import annotations
 import statistics
 
 from auditor.config import Thresholds
-from auditor.results import ChannelTable, DropoutTable, Finding, ProbeResult, Severity
+from auditor.results import (
+    ChannelTable,
+    ClassAnalysis,
+    DropoutTable,
+    Finding,
+    ProbeResult,
+    ProbeShift,
+    Severity,
+)
 
 
 def _severity(excess: float) -> Severity:
@@ -21,18 +30,31 @@ def _severity(excess: float) -> Severity:
 
 
 def dropout_effect(dropout: DropoutTable) -> dict[str, float]:
-    """Top-k flip rate against the random-k distribution: difference and standardised effect."""
-    random = [r.flip_rate for r in dropout.random_k]
+    """The top-k margin drop against the random-k distribution (seed 000: top-k vs random-k vs
+    bottom-k): difference to the random mean, standardised effect, and the top-k's rank."""
+    random = [r.margin_drop for r in dropout.random_k]
     mean = statistics.fmean(random)
     spread = statistics.pstdev(random)
     return {
+        "top_k_margin_drop": dropout.top_k.margin_drop,
+        "random_k_margin_drop_mean": mean,
+        "random_k_margin_drop_max": max(random),
+        "bottom_k_margin_drop": dropout.bottom_k.margin_drop,
         "top_k_flip_rate": dropout.top_k.flip_rate,
-        "random_k_flip_rate_mean": mean,
-        "random_k_flip_rate_std": spread,
-        "bottom_k_flip_rate": dropout.bottom_k.flip_rate,
-        "effect": dropout.top_k.flip_rate - mean,
-        "effect_size": (dropout.top_k.flip_rate - mean) / max(spread, 0.01),
+        "random_k_flip_rate_mean": statistics.fmean(r.flip_rate for r in dropout.random_k),
+        "effect": dropout.top_k.margin_drop - mean,
+        "effect_size": (dropout.top_k.margin_drop - mean) / max(spread, 0.01),
     }
+
+
+def validated(dropout: DropoutTable, thresholds: Thresholds) -> bool:
+    """Top-k dropout hurts far more than random-k: by at least `dropout_effect` of the margin,
+    and more than every random set."""
+    effect = dropout_effect(dropout)
+    return (
+        effect["effect"] >= thresholds.dropout_effect
+        and effect["top_k_margin_drop"] > effect["random_k_margin_drop_max"]
+    )
 
 
 def probe_sensitivity(probe: ProbeResult, dropout: DropoutTable, thresholds: Thresholds) -> Finding | None:
@@ -51,8 +73,8 @@ def probe_sensitivity(probe: ProbeResult, dropout: DropoutTable, thresholds: Thr
             "flip_rate": probe.probed.flip_rate,
             "neutral_flip_rate": probe.neutral.flip_rate,
             "excess_flip_rate": excess,
-            "logit_drop": probe.probed.logit_drop,
-            "neutral_logit_drop": probe.neutral.logit_drop,
+            "margin_drop": probe.probed.margin_drop,
+            "neutral_margin_drop": probe.neutral.margin_drop,
             "accuracy": probe.probed.accuracy,
             "baseline_accuracy": dropout.baseline.accuracy,
             "perturbation_norm": probe.perturbation_norm,
@@ -62,34 +84,37 @@ def probe_sensitivity(probe: ProbeResult, dropout: DropoutTable, thresholds: Thr
 
 
 def spurious_channels(
-    probe: ProbeResult,
-    channels: ChannelTable,
-    dropout: DropoutTable,
+    analysis: ClassAnalysis,
+    shift: ProbeShift,
+    layer: str,
     thresholds: Thresholds,
     probe_flagged: bool,
 ) -> Finding | None:
-    effect = dropout_effect(dropout)
-    random_drop = statistics.fmean(probe.random_k_activation_drops)
-    collapse = probe.top_k_activation_drop - random_drop
-    if effect["effect"] < thresholds.dropout_effect or collapse < thresholds.activation_collapse:
+    """The validated top-k channels of one predicted class collapse under a probe that removes a
+    non-semantic cue, far more than random channel sets on the same samples."""
+    if not validated(analysis.dropout, thresholds) or shift.collapse < thresholds.activation_collapse:
         return None
+    random_mean = shift.top_k_activation_drop - shift.collapse
     return Finding(
         kind="spurious_channels",
         severity="high" if probe_flagged else "medium",
         title=(
-            f"the {channels.k} most relevant channels of {channels.layer} lose "
-            f"{probe.top_k_activation_drop:.0%} of their activation under {probe.name} "
-            f"(random channels: {random_drop:.0%})"
+            f"the {len(analysis.top_k)} most relevant channels of {layer} for class "
+            f"'{analysis.class_name}' lose {shift.top_k_activation_drop:.0%} of their activation "
+            f"under {shift.probe} (random channels: {random_mean:.0%})"
         ),
-        probe=probe.name,
+        probe=shift.probe,
         evidence={
-            "layer": channels.layer,
-            "channels": channels.top_k,
-            "dropout": effect,
-            "top_k_activation_drop": probe.top_k_activation_drop,
-            "random_k_activation_drop_mean": random_drop,
-            "random_k_activation_drops": probe.random_k_activation_drops,
-            "activation_collapse": collapse,
+            "layer": layer,
+            "class_index": analysis.class_index,
+            "class_name": analysis.class_name,
+            "n_samples": analysis.n_samples,
+            "channels": analysis.top_k,
+            "dropout": dropout_effect(analysis.dropout),
+            "top_k_activation_drop": shift.top_k_activation_drop,
+            "random_k_activation_drop_mean": random_mean,
+            "random_k_activation_drops": shift.random_k_activation_drops,
+            "activation_collapse": shift.collapse,
             "thresholds": {
                 "dropout_effect": thresholds.dropout_effect,
                 "activation_collapse": thresholds.activation_collapse,
@@ -102,17 +127,26 @@ def derive_findings(
     channels: ChannelTable,
     dropout: DropoutTable,
     probes: list[ProbeResult],
+    classes: list[ClassAnalysis],
     thresholds: Thresholds,
     non_semantic: list[str],
 ) -> list[Finding]:
-    """Every finding the evidence supports, probe findings first."""
+    """Every finding the evidence supports: per probe its sensitivity, then per class the
+    spurious channels under each non-semantic probe."""
     findings: list[Finding] = []
+    flagged: set[str] = set()
     for probe in probes:
         sensitive = probe_sensitivity(probe, dropout, thresholds)
         if sensitive:
             findings.append(sensitive)
-        if probe.name in non_semantic:
-            spurious = spurious_channels(probe, channels, dropout, thresholds, sensitive is not None)
-            if spurious:
-                findings.append(spurious)
+            flagged.add(probe.name)
+    for analysis in classes:
+        for shift in analysis.probe_shifts:
+            if shift.probe not in non_semantic:
+                continue
+            finding = spurious_channels(
+                analysis, shift, channels.layer, thresholds, shift.probe in flagged
+            )
+            if finding:
+                findings.append(finding)
     return findings

@@ -25,12 +25,14 @@ def condition_metrics(
     logits: torch.Tensor, base_logits: torch.Tensor, labels: np.ndarray
 ) -> ConditionMetrics:
     """Accuracy and AP on the labelled samples (label >= 0); over all samples the flip rate
-    (predicted class differs from the unmodified model's) and the mean drop of the logit of
-    the class the unmodified model predicted."""
+    (predicted class differs from the unmodified model's), the mean drop of the logit of the
+    class the unmodified model predicted, and the mean share of its decision margin lost."""
     base_pred = base_logits.argmax(dim=1)
     pred = logits.argmax(dim=1)
     index = base_pred.unsqueeze(1)
     drop = (base_logits.gather(1, index) - logits.gather(1, index)).squeeze(1)
+    base_margin = decision_margin(base_logits, base_pred)
+    lost = (base_margin - decision_margin(logits, base_pred)) / base_margin.abs().clamp(min=1e-6)
     labelled = labels >= 0
     accuracy = ap = None
     if labelled.any():
@@ -44,4 +46,12 @@ def condition_metrics(
         logit_drop=float(drop.mean()),
         n_samples=len(labels),
         n_labelled=int(labelled.sum()),
+        margin_drop=float(lost.mean()),
     )
+
+
+def decision_margin(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Logit of `classes` minus the largest other logit, per sample."""
+    index = classes.unsqueeze(1)
+    others = logits.scatter(1, index, float("-inf")).max(dim=1).values
+    return logits.gather(1, index).squeeze(1) - others
