@@ -44,7 +44,7 @@ def local_path(uri: str) -> Path | None:
     parts = urlsplit(uri)
     if parts.scheme == "file":
         return Path(unquote(parts.path))
-    if parts.scheme == "" or (len(parts.scheme) == 1 and uri[1:2] == ":"):  # C:\ paths
+    if parts.scheme == "":
         return Path(uri)
     return None
 
