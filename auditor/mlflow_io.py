@@ -174,8 +174,8 @@ def _local_path(uri: str) -> Path | None:
 
 
 def _resolve(uri: str, tracking_uri: str) -> tuple[ModelRef, str]:
-    """The model reference and the URI to download; registry URIs are pinned to the version
-    resolved here, so that an alias moving meanwhile cannot mix two versions."""
+    """The model reference and the URI to download; registry URIs are pinned to the artefacts of
+    the version resolved here, so that an alias moving meanwhile cannot mix two versions."""
     last_part = uri.rstrip("/").rsplit("/", 1)[-1]
     if uri.startswith("runs:/"):
         run_id = uri[len("runs:/") :].split("/", 1)[0]
@@ -190,7 +190,7 @@ def _resolve(uri: str, tracking_uri: str) -> tuple[ModelRef, str]:
             version = client.get_model_version_by_alias(name, alias)
         elif "/" not in spec:  # an MLflow 3 logged-model id, models:/m-...
             logged = client.get_logged_model(spec)
-            return ModelRef(uri, logged.name, None, "", logged.source_run_id), uri
+            return ModelRef(uri, logged.name, None, "", logged.source_run_id), logged.artifact_location
         elif re.fullmatch(r"[^/]+/\d+", spec):
             name, number = spec.rsplit("/", 1)
             version = client.get_model_version(name, number)
@@ -206,7 +206,9 @@ def _resolve(uri: str, tracking_uri: str) -> tuple[ModelRef, str]:
             "check the name and alias in the MLflow registry",
         ) from err
     ref = ModelRef(uri, version.name, str(version.version), "", version.run_id)
-    return ref, f"models:/{version.name}/{version.version}"
+    # the version's own artefact location: `download_artifacts` would look `models:/` URIs up
+    # in the default registry (./mlflow.db), not in the one given as `registry_uri`
+    return ref, client.get_model_version_download_uri(version.name, str(version.version))
 
 
 def _load_dir(path: Path, ref: ModelRef, trusted: bool) -> LoadedModel:
