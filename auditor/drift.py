@@ -21,7 +21,8 @@ samples. For the mean relevance, the pooled mean is kept and the audits' differe
 redrawn from their stored `RelevanceBootstrap` replicates (as a permutation of the samples
 between the two audits would, see `relevance_statistics`); proportions (flip rates, cluster
 shares) are drawn as a bootstrap over samples draws them: binomial (multinomial) counts of
-each audit's N samples at the pooled rates (Efron & Tibshirani 1993, algorithm 16.2). The
+each audit's N samples at the pooled rates (bootstrap tests from the pooled sample, Efron &
+Tibshirani 1993, ch. 16). The
 statistic's interval is its one-sided no-drift range at `drift.confidence`; it drifts only
 when it lies past both that range (sampling noise does not explain it) and its threshold
 (the change matters).
@@ -232,6 +233,11 @@ def relevance_statistics(
     ]
 
 
+def _excess(flip_rates: np.ndarray) -> np.ndarray:
+    """Probe flip rate minus neutral flip rate, from `(..., 2)` arrays `(probed, neutral)`."""
+    return flip_rates[..., 0] - flip_rates[..., 1]
+
+
 def probe_statistics(
     current: ExplanationStats,
     baseline: ExplanationStats,
@@ -249,8 +255,8 @@ def probe_statistics(
         pooled = _pooled(rates_a, n_a, rates_b, n_b)
         flips_a = rng.binomial(n_a, pooled, size=(n_replicates, 2)) / n_a
         flips_b = rng.binomial(n_b, pooled, size=(n_replicates, 2)) / n_b
-        null = np.abs(np.diff(flips_b, axis=1) - np.diff(flips_a, axis=1))[:, 0]
-        value = abs(np.diff(rates_b) - np.diff(rates_a))[0]
+        value = abs(_excess(rates_a) - _excess(rates_b))
+        null = np.abs(_excess(flips_a) - _excess(flips_b))
         spec = _Spec(
             f"probe_change:{probe}", settings.thresholds.probe_change_max, "max", (0.0, 2.0)
         )

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -237,9 +237,9 @@ def test_rules_send_findings_to_every_sink(
     (envelope,) = inbox.messages
     assert envelope.mail_from == "auditor@example.org"
     assert envelope.rcpt_tos == ["oncall@example.org", "ml-team@example.org"]
-    mail = message_from_bytes(envelope.content)
+    mail = message_from_bytes(envelope.content, policy=policy.default)
     assert mail["Subject"] == f"[auditor] high: {HIGH_TITLE}"
-    assert f"fingerprint: {high.fingerprint}" in mail.get_payload()
+    assert f"fingerprint: {high.fingerprint}" in mail.get_content()
 
     model = "skin-lesion-cnn version 3 (models:/skin-lesion-cnn@champion)"
     assert [r.message for r in caplog.records if r.name == "auditor.alerts"] == [
@@ -337,9 +337,17 @@ def test_delivery_failures_are_stored_logged_and_retried(
     sink_list = [
         *sinks(port, security="starttls"),  # this server offers no STARTTLS
         {"name": "unset", "type": "webhook", "url_env": "AUDITOR_TEST_UNSET"},
+        {"name": "ftp", "type": "webhook", "url_env": "AUDITOR_TEST_FTP"},
     ]
+    monkeypatch.setenv("AUDITOR_TEST_FTP", f"ftp://files.example.org/{WEBHOOK_TOKEN}")
     cfg = config(
-        [{"event": "finding", "min_severity": "high", "sinks": ["json", "chat", "mail", "unset"]}],
+        [
+            {
+                "event": "finding",
+                "min_severity": "high",
+                "sinks": ["json", "chat", "mail", "unset", "ftp"],
+            }
+        ],
         sink_list,
     )
     webhook.status = 500
@@ -352,8 +360,13 @@ def test_delivery_failures_are_stored_logged_and_retried(
         ("chat", "failed"),
         ("mail", "failed"),
         ("unset", "failed"),
+        ("ftp", "failed"),
     ]
     errors = {a.sink: a.error for a in alerts}
+    assert errors["ftp"] == (
+        "alert sink 'ftp': AUDITOR_TEST_FTP does not hold a valid http(s) URL -- fix: set "
+        "AUDITOR_TEST_FTP to the webhook's http:// or https:// URL"
+    )
     assert errors["json"] == (
         "alert sink 'json': the webhook answered HTTP 500 -- fix: check the URL in "
         "AUDITOR_TEST_WEBHOOK and the webhook's configuration"
@@ -423,3 +436,23 @@ def test_config_names_secrets_never_holds_them(tmp_path: Path) -> None:
         load_config(path)
     path.write_text(base)
     assert load_config(path).alerts.rules == []  # no alerts unless configured
+
+
+@pytest.mark.usefixtures("secrets")
+def test_an_internal_error_is_mailed_on_one_subject_line(
+    store: AuditStore, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    cfg = config([{"event": "audit_failed", "sinks": ["mail"]}], sinks(port))
+    failed = start(store)
+    error = "RuntimeError: CUDA out of memory.\nTried to allocate 2.00 GiB"
+    store.fail_audit(failed, error)
+    assert outcomes(on_audit_failed(store, failed, error, cfg)) == [
+        ("mail", "audit_failed", "sent", None)
+    ]
+    mail = message_from_bytes(inbox.messages[0].content, policy=policy.default)
+    assert mail["Subject"] == (
+        f"[auditor] high: audit {failed} failed: RuntimeError: CUDA out of memory. "
+        "Tried to allocate 2.00 GiB"
+    )
+    assert json.dumps(error) in mail.get_content()  # the evidence keeps the error as it was

@@ -110,7 +110,7 @@ def failure_alerts(
     alert = Alert(
         event="audit_failed",
         severity="high",
-        title=f"audit {audit_id} failed: {error}",
+        title=f"audit {audit_id} failed: {' '.join(error.split())}",
         audit_id=audit_id,
         model=_model(audit),
         fingerprint=hashlib.sha256(key.encode()).hexdigest(),

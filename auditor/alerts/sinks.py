@@ -61,23 +61,26 @@ def slack_message(alert: Alert) -> dict[str, Any]:
 
 
 def post_json(sink: WebhookSink, url: str, body: dict[str, Any]) -> None:
-    """POST `body` as JSON; any status outside 2xx, or no answer in `timeout_s`, fails."""
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise AlertDeliveryError(
-            f"alert sink {sink.name!r}: {sink.url_env} does not hold an http(s) URL",
-            f"set {sink.url_env} to the webhook's http:// or https:// URL",
-        )
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    """POST `body` as JSON; any status outside 2xx, or no answer in `timeout_s`, fails.
+    Messages never quote the URL (a webhook URL is a secret)."""
     try:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("not an http(s) URL")
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=sink.timeout_s) as response:
             status = response.status
     except urllib.error.HTTPError as err:
         status = err.code
+    except ValueError as err:  # its message would quote the URL
+        raise AlertDeliveryError(
+            f"alert sink {sink.name!r}: {sink.url_env} does not hold a valid http(s) URL",
+            f"set {sink.url_env} to the webhook's http:// or https:// URL",
+        ) from err
     except OSError as err:  # URLError, timeouts, refused connections
         reason = getattr(err, "reason", err)
         raise AlertDeliveryError(
@@ -94,7 +97,7 @@ def post_json(sink: WebhookSink, url: str, body: dict[str, Any]) -> None:
 def email(sink: SmtpSink, alert: Alert) -> EmailMessage:
     """The alert as a plain-text e-mail: subject `[auditor] severity: title`."""
     message = EmailMessage()
-    message["Subject"] = f"[auditor] {alert.severity}: {alert.title}"
+    message["Subject"] = f"[auditor] {alert.severity}: {' '.join(alert.title.split())}"
     message["From"] = sink.sender
     message["To"] = ", ".join(sink.recipients)
     message.set_content(
