@@ -85,7 +85,12 @@ def log_scenario(
         mlflow.log_metric("validation_accuracy", accuracy)
         say(f"validation accuracy {accuracy:.1%}; logging to MLflow ({tracking_uri})")
         info = mlflow.pytorch.log_model(
-            model, name="model", input_example=example, registered_model_name=model_name
+            model,
+            name="model",
+            input_example=example,
+            registered_model_name=model_name,
+            # the local CPU build's "+cpu" label would make MLflow warn on every log
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         with tempfile.TemporaryDirectory() as tmp:
             save_npz(Path(tmp) / "validation.npz", images[val], labels[val], "val")
