@@ -267,6 +267,19 @@ class LRP:
     def attribute(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return self.attribute_with_logits(x, target)[0]
 
+    def attribute_from(self, x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        """Relevance at `x` for a given `relevance` at the graph's output (the shape of
+        `gm(x)`) instead of a logit: e.g. one channel's share of the relevance at a layer,
+        propagated through the trunk below it, gives that channel's input heatmap
+        (channel-conditional relevance)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            output = _RelevanceInterpreter(self.gm, self.rules, self.input_layer, ()).run(x)
+            (result,) = torch.autograd.grad(
+                output, x, relevance.to(output.dtype), materialize_grads=True
+            )
+        return result
+
 
 @register
 class LRPMethod(RelevanceMethod):
