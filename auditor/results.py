@@ -23,6 +23,18 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class GroupMetrics:
+    """A condition's metrics over the samples of one `groups` value (e.g. a site or scanner):
+    accuracy on its labelled samples (None without), flip rate and mean share of margin lost."""
+
+    n_samples: int
+    n_labelled: int
+    accuracy: float | None
+    flip_rate: float
+    margin_drop: float
+
+
+@dataclass(frozen=True)
 class ConditionMetrics:
     """Metrics of one condition (a dropout set, a probe) against the unmodified model.
 
@@ -41,6 +53,10 @@ class ConditionMetrics:
     n_samples: int
     n_labelled: int
     margin_drop: float = 0.0
+    #: recall per true class (class index -> share of its labelled samples predicted as it)
+    per_class_recall: dict[int, float] = field(default_factory=dict)
+    #: metrics per `groups` value of the samples (empty without groups)
+    per_group: dict[str, GroupMetrics] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,21 @@ class ChannelTable:
 
 
 @dataclass(frozen=True)
+class DropoutStatistics:
+    """How sure the top-k dropout effect is (`auditor.checks.statistics.dropout_evidence`):
+    `effect`, the mean over samples of the margin lost under top-k minus under random-k
+    (averaged over the random sets); [`ci_low`, `ci_high`] its bootstrap interval over samples;
+    `p_value`, the empirical p-value of the top-k mean margin drop among the random-k ones
+    (+1 corrected, >= 1 / (random sets + 1)); `effect_size`, the effect in random-k spreads."""
+
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    effect_size: float
+
+
+@dataclass(frozen=True)
 class DropoutTable:
     """Channel dropout at the audited layer: top-k vs random-k (repeats) vs bottom-k."""
 
@@ -68,10 +99,65 @@ class DropoutTable:
     random_k: list[ConditionMetrics]
     bottom_k: ConditionMetrics
     random_sets: list[list[int]]
+    statistics: DropoutStatistics | None = None
 
     @property
     def random_k_mean(self) -> dict[str, float | None]:
         return mean_metrics(self.random_k)
+
+
+@dataclass(frozen=True)
+class DosePoint:
+    """Dropout of k channels: top-k, each random-k set, bottom-k, and the top-k statistics."""
+
+    k: int
+    top_k: ConditionMetrics
+    random_k: list[ConditionMetrics]
+    bottom_k: ConditionMetrics
+    statistics: DropoutStatistics
+
+    @property
+    def random_k_mean(self) -> dict[str, float | None]:
+        return mean_metrics(self.random_k)
+
+    @property
+    def random_k_spread(self) -> dict[str, float | None]:
+        return spread_metrics(self.random_k)
+
+
+@dataclass(frozen=True)
+class DoseResponse:
+    """Channel dropout over several k (`auditor.checks.dose_response`): a relevance ranking that
+    tracks what the model uses loses margin faster with k under top-k than under random-k."""
+
+    n_channels: int
+    points: list[DosePoint]
+
+    def curve(
+        self, condition: Literal["top_k", "random_k", "bottom_k"], metric: str
+    ) -> list[float | None]:
+        """One metric along k (random-k: its mean over the sets)."""
+        if condition == "random_k":
+            return [p.random_k_mean[metric] for p in self.points]
+        return [getattr(getattr(p, condition), metric) for p in self.points]
+
+
+@dataclass(frozen=True)
+class OcclusionMap:
+    """Patch occlusion over a grid x grid partition of the image (`patch_occlusion` probe): per
+    cell (row-major), the mean share of margin lost and the flip rate when that cell is occluded.
+    A localized cue (watermark, text, ruler) shows as one cell far above the others."""
+
+    grid: int
+    margin_drop: list[list[float]]
+    flip_rate: list[list[float]]
+    worst_cell: int
+
+    @property
+    def concentration(self) -> float:
+        """Margin drop of the worst cell minus the median cell's."""
+        cells = np.asarray(self.margin_drop).ravel()
+        return float(cells[self.worst_cell] - np.median(cells))
 
 
 @dataclass(frozen=True)
@@ -85,6 +171,7 @@ class ProbeResult:
     perturbation_norm: float
     top_k_activation_drop: float
     random_k_activation_drops: list[float]
+    occlusion: OcclusionMap | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +295,7 @@ class AuditResult:
     findings: list[Finding]
     timings: dict[str, float] = field(default_factory=dict)
     classes: list[ClassAnalysis] = field(default_factory=list)
+    dose_response: DoseResponse | None = None
 
 
 def mean_metrics(runs: list[ConditionMetrics]) -> dict[str, float | None]:
@@ -219,5 +307,15 @@ def mean_metrics(runs: list[ConditionMetrics]) -> dict[str, float | None]:
     return out
 
 
+def spread_metrics(runs: list[ConditionMetrics]) -> dict[str, float | None]:
+    """Sample standard deviation of each metric over repeated runs (0 for a single run)."""
+    out: dict[str, float | None] = {}
+    for name in ("accuracy", "average_precision", "flip_rate", "logit_drop", "margin_drop"):
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        out[name] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 if values else None
+    return out
+
+
 def metrics_dict(m: ConditionMetrics) -> dict[str, Any]:
-    return asdict(m)
+    """The scalar metrics (the store's columns); the per-class / per-group breakdowns are not."""
+    return {k: v for k, v in asdict(m).items() if k not in ("per_class_recall", "per_group")}

@@ -49,6 +49,7 @@ from auditor.store import (
     ProbeResultRow,
     RelevanceBootstrapRow,
     current,
+    finding_fingerprint,
     head,
     liveness,
     upgrade,
@@ -301,6 +302,20 @@ def test_fingerprints_are_stable_across_audits(store: AuditStore) -> None:
     assert audits[first].model_version_id == audits[second].model_version_id
     assert audits[first].model_version_id != audits[other].model_version_id
     assert [a.id for a in store.list_audits(limit=2)] == [other, second]
+
+
+def test_fingerprints_tell_classes_and_statistics_apart() -> None:
+    spurious = make_result().findings[0]
+    per_class = [
+        replace(spurious, evidence={**spurious.evidence, "class_index": c}) for c in (0, 1)
+    ]
+    drift = [
+        Finding("explanation_drift", "medium", "t", {"statistic": s, "value": v})
+        for s, v in (("spearman", 0.4), ("js_distance", 0.3), ("spearman", 0.2))
+    ]
+    prints = [finding_fingerprint(f, "cnn", "layer4") for f in [spurious, *per_class, *drift]]
+    assert len(set(prints[:5])) == 5
+    assert prints[5] == prints[3]  # the same statistic again, whatever its value
 
 
 def test_local_model_without_version_is_keyed_by_uri(

@@ -34,10 +34,14 @@ from auditor.store.schema import (
 BOOTSTRAP_DTYPE = np.dtype("<f4")
 
 
+IDENTITY_EVIDENCE = ("class_index", "statistic")
+
+
 def finding_fingerprint(finding: results.Finding, model_name: str, layer: str) -> str:
     """sha256 of kind, probe, model name, layer and the sorted `evidence["channels"]`, plus
-    `evidence["statistic"]` where present (explanation drift): the same finding in consecutive
-    audits of a model gets the same fingerprint."""
+    the `IDENTITY_EVIDENCE` entries present (the class of a per-class finding, the statistic
+    of a drift finding): the same finding in consecutive audits of a model gets the same
+    fingerprint."""
     channels = finding.evidence.get("channels")
     key = [
         finding.kind,
@@ -46,8 +50,9 @@ def finding_fingerprint(finding: results.Finding, model_name: str, layer: str) -
         layer,
         None if channels is None else sorted(int(c) for c in channels),
     ]
-    if "statistic" in finding.evidence:
-        key.append(finding.evidence["statistic"])
+    key += [
+        [name, finding.evidence[name]] for name in IDENTITY_EVIDENCE if name in finding.evidence
+    ]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
