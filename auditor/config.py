@@ -274,6 +274,21 @@ class HeartbeatSettings(_Strict):
         return self
 
 
+class GallerySettings(_Strict):
+    """Channel galleries for the dashboard: per channel, the samples that activate it most
+    (seed 002), the input region where its relevance peaks (seed 000, case C) and its
+    channel-conditional relevance heatmap."""
+
+    enabled: bool = True
+    channels: Literal["top_k", "all_flagged"] = Field(
+        default="all_flagged",
+        description="top_k: the global top-k channels; all_flagged: also every analysed "
+        "class's top-k and the channels each finding names",
+    )
+    samples_per_channel: int = Field(default=8, ge=1, le=64)
+    thumbnail: int = Field(default=128, ge=16, le=1024, description="longest tile edge, pixels")
+
+
 class AuditConfig(_Strict):
     """A whole audit, as read from `audit.yaml`."""
 
@@ -290,6 +305,7 @@ class AuditConfig(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
+    gallery: GallerySettings = Field(default_factory=GallerySettings)
     tracking_uri: str = Field(default_factory=default_tracking_uri)
     store_url: str = Field(default_factory=default_store_url)
     batch_size: int = Field(default=64, ge=1)

@@ -238,6 +238,51 @@ class ArtefactRef:
 
 
 @dataclass(frozen=True)
+class GalleryEntry:
+    """One of the samples that activate a channel most (seed 002: `s_c(x) = sum_hw max(0,
+    z[c, h, w])`), where the channel's relevance for it peaks (seed 000, case C: `(h*, w*) =
+    argmax_hw R_i[c, h, w]`; `located_by` "activation": the channel held no positive relevance,
+    its activation's argmax instead) and the input box that position sees (`top, left, bottom,
+    right`, bottom and right exclusive). `relevance` is `sum_hw R_i[c, h, w]`."""
+
+    sample_index: int
+    sample_id: str
+    score: float
+    relevance: float
+    position: tuple[int, int]
+    located_by: Literal["relevance", "activation"]
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ChannelGallery:
+    """A channel's gallery: its top samples, best first, and its two PNG strips (file names in
+    the gallery folder): the samples with their regions outlined, and the same with the
+    channel-conditional relevance heatmap overlaid. `sets` names the channel sets it is in."""
+
+    channel: int
+    sets: list[str]
+    entries: list[GalleryEntry]
+    samples_image: str
+    heatmaps_image: str
+
+
+@dataclass(frozen=True)
+class GalleryResult:
+    """Channel galleries of one audit at `layer`, written to `directory` with `manifest`
+    (JSON) describing them; `target` is the explained class of the relevance ("predicted" or
+    "label"); `artefacts` lists every file written, linked to the finding a channel set names."""
+
+    layer: str
+    target: str
+    directory: str
+    channel_sets: dict[str, list[int]]
+    channels: list[ChannelGallery]
+    artefacts: list[ArtefactRef]
+    manifest: str = "manifest.json"
+
+
+@dataclass(frozen=True)
 class RelevanceBootstrap:
     """Bootstrap replicates of an audit's mean channel relevance `R[c]`: row b of `means`
     (B x C, float32) averages `R_i[c]` over resample b (N draws with replacement) of its N
@@ -296,6 +341,7 @@ class AuditResult:
     timings: dict[str, float] = field(default_factory=dict)
     classes: list[ClassAnalysis] = field(default_factory=list)
     dose_response: DoseResponse | None = None
+    gallery: GalleryResult | None = None
 
 
 def mean_metrics(runs: list[ConditionMetrics]) -> dict[str, float | None]:
