@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -103,16 +103,59 @@ class DropoutSettings(_Strict):
     """Top-k vs random-k vs bottom-k channel dropout (seed 000: 5 random repeats, averaged)."""
 
     random_repeats: int = Field(default=5, ge=1, le=100)
+    dose_response_fractions: list[Annotated[float, Field(gt=0, le=0.5)]] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5],
+        description="shares of the layer's channels dropped along the dose-response curve "
+        "(top-k vs random-k vs bottom-k per k); [] turns it off",
+    )
+    dose_response_random_repeats: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="random-k sets per k of the dose-response; the empirical p-value is at "
+        "least 1 / (repeats + 1), so 19 or more are needed for p <= 0.05",
+    )
+    bootstrap_replicates: int = Field(
+        default=1000, ge=100, le=100_000, description="bootstrap replicates over samples"
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="level of the bootstrap confidence intervals"
+    )
+
+
+def _probe_entry(entry: str | dict[str, Any]) -> str | dict[str, Any]:
+    # imported on use: the probe library pulls in torch, the config alone does not
+    from auditor.checks.probes import build_probe
+
+    build_probe(entry)  # unknown probe, unknown parameter or invalid value: ValueError
+    return entry
+
+
+ProbeEntry = Annotated[str | dict[str, Any], AfterValidator(_probe_entry)]
+ProbeName = Annotated[str, AfterValidator(_probe_entry)]
 
 
 class ProbeSettings(_Strict):
-    """Probes that remove one candidate cue; `non_semantic` cues may not carry the decision."""
+    """Probes that remove one candidate cue; `non_semantic` cues may not carry the decision.
+    Any registered probe (built-in or plug-in, see `auditor.checks.probes`) by name, or with
+    parameters: `{name: blur, sigma: 2.0}`."""
 
-    names: list[Literal["grayscale"]] = Field(default_factory=lambda: ["grayscale"])
-    non_semantic: list[Literal["grayscale"]] = Field(
+    names: list[ProbeEntry] = Field(default_factory=lambda: ["grayscale"])
+    non_semantic: list[ProbeName] = Field(
         default_factory=lambda: ["grayscale"],
-        description="probes whose cue the domain declares irrelevant to the label (colour here)",
+        description="probes whose cue the domain declares irrelevant to the label (colour "
+        "here), by name: they cover every entry of that probe in `names`",
     )
+
+    @model_validator(mode="after")
+    def _distinct_probes(self) -> ProbeSettings:
+        from auditor.checks.probes import build_probe
+
+        labels = [build_probe(entry).label for entry in self.names]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"probes listed twice with the same parameters: {twice}")
+        return self
 
 
 class Thresholds(_Strict):

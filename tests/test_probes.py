@@ -1,0 +1,295 @@
+"""The probe library: each probe removes its cue and keeps the rest; registry and plug-ins;
+probe entries in the config."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from auditor.checks import probes
+from auditor.checks.probes import (
+    PROBES,
+    Blur,
+    BorderMask,
+    BrightnessContrast,
+    HighPassOnly,
+    HighPassRemoval,
+    Jpeg,
+    PatchOcclusion,
+    Probe,
+    build_probe,
+    grayscale,
+    known_probes,
+    occlusion_map,
+    place_probe,
+    register_probe,
+)
+from auditor.config import load_config
+
+torch.set_num_threads(1)
+SIZE = 32
+
+
+def _images(seed: int = 0, n: int = 4) -> torch.Tensor:
+    return torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _smooth(n: int = 4) -> torch.Tensor:
+    """Horizontal ramps with a different slope per channel: mostly low frequencies."""
+    ramp = torch.linspace(0.1, 0.9, SIZE)
+    image = torch.stack([ramp, ramp.flip(0), 0.5 + 0.3 * (ramp - 0.5)]).reshape(3, 1, SIZE)
+    return image.expand(n, 3, SIZE, SIZE).contiguous()
+
+
+def _energy(images: torch.Tensor, low: float, high: float) -> float:
+    """Spectral energy of the mean-free images in the band low < |f| <= high (cycles/pixel)."""
+    spectrum = torch.fft.fft2(images - images.mean(dim=(2, 3), keepdim=True)).abs() ** 2
+    radius = probes._radial_frequency(SIZE, SIZE)
+    return float(spectrum[..., (radius > low) & (radius <= high)].sum())
+
+
+def test_grayscale_makes_the_channels_equal_and_keeps_luminance():
+    x = _images()
+    y = PROBES["grayscale"](x)
+    assert torch.equal(y, grayscale(x))
+    assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    assert torch.allclose(y[:, 0], luma, atol=1e-6)
+
+
+def test_blur_removes_high_frequencies_and_keeps_the_mean():
+    x = _images()
+    y = Blur(sigma=2.0)(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    assert _energy(y, 0.25, 1.0) < 0.01 * _energy(x, 0.25, 1.0)
+    assert torch.allclose(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.02)
+    assert torch.allclose(Blur(sigma=1.0)(_smooth()), _smooth(), atol=0.01)  # ramps pass
+
+
+def test_high_pass_removal_keeps_only_frequencies_below_the_cutoff():
+    x = 0.5 + 0.1 * (_images() - 0.5)  # stays inside [0, 1]: no clipping
+    y = HighPassRemoval(cutoff=0.125)(x)
+    assert _energy(y, 0.125, 1.0) < 1e-8 * _energy(x, 0.125, 1.0)
+    assert _energy(y, 0.0, 0.125) == pytest.approx(_energy(x, 0.0, 0.125), rel=1e-4)
+
+
+def test_high_pass_only_removes_low_frequencies_but_keeps_the_mean():
+    x = 0.5 + 0.1 * (_images() - 0.5) + 0.2 * (_smooth() - 0.5)
+    y = HighPassOnly(cutoff=0.125)(x)
+    assert _energy(y, 0.0, 0.125) < 1e-8 * _energy(x, 0.0, 0.125)
+    assert _energy(y, 0.125, 1.0) == pytest.approx(_energy(x, 0.125, 1.0), rel=1e-4)
+    assert torch.allclose(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=1e-5)
+
+
+def test_jpeg_changes_fine_detail_more_than_smooth_images():
+    noisy, smooth = _images(), _smooth()
+    jpeg = Jpeg(quality=30)
+    change = {
+        name: float((jpeg(x) - x).abs().mean())
+        for name, x in (("noisy", noisy), ("smooth", smooth))
+    }
+    assert change["noisy"] > 5 * change["smooth"]
+    assert jpeg(noisy).shape == noisy.shape and jpeg(noisy).dtype == noisy.dtype
+
+
+def test_border_mask_fills_the_frame_and_leaves_the_centre():
+    x = _images()
+    y = BorderMask(width=0.125)(x)  # 4 pixels of 32
+    assert torch.equal(y[..., 4:-4, 4:-4], x[..., 4:-4, 4:-4])
+    mean = x.mean(dim=(2, 3))
+    for frame in (y[..., :4, :], y[..., -4:, :], y[..., :, :4], y[..., :, -4:]):
+        assert torch.allclose(frame, mean[..., None, None].expand_as(frame))
+    assert (BorderMask(width=0.125, fill=0.0)(x)[..., 0, :] == 0).all()
+
+
+def test_brightness_contrast_fixes_each_image_mean_and_std_and_keeps_its_pattern():
+    x = 0.2 + 0.3 * _images()  # dim, low contrast
+    x[1] = 0.6 + 0.1 * x[1]  # bright, lower contrast
+    y = BrightnessContrast(mean=0.5, std=0.2)(x)
+    flat = y.flatten(start_dim=1)
+    assert torch.allclose(flat.mean(dim=1), torch.full((4,), 0.5), atol=1e-5)
+    assert torch.allclose(flat.std(dim=1, unbiased=False), torch.full((4,), 0.2), atol=1e-5)
+    centred = x.flatten(start_dim=1) - x.flatten(start_dim=1).mean(dim=1, keepdim=True)
+    correlation = torch.nn.functional.cosine_similarity(centred, flat - 0.5, dim=1)
+    assert torch.allclose(correlation, torch.ones(4), atol=1e-5)
+
+
+def test_patch_occlusion_finds_the_one_cell_the_model_reads():
+    """The logit of class 0 is the content of cell 6 (row 1, column 2 of a 4 x 4 grid); the
+    model is sensitive there and nowhere else."""
+    cell = slice(8, 16), slice(16, 24)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        score = x[:, :, cell[0], cell[1]].mean(dim=(1, 2, 3))
+        return torch.stack([score, torch.full_like(score, 0.3)], dim=1)
+
+    x = 0.2 * _images()
+    x[:, :, cell[0], cell[1]] = 1.0  # a bright mark: the shortcut
+    base = forward(x)
+    scan = occlusion_map(forward, x, base, PatchOcclusion(grid=4), batch_size=3)
+    assert scan.worst_cell == 6 and scan.grid == 4
+    drops = torch.tensor(scan.margin_drop)
+    assert drops[1, 2] > 1 and scan.flip_rate[1][2] == 1.0
+    drops[1, 2] = 0
+    assert (drops == 0).all() and sum(map(sum, scan.flip_rate)) == 1.0
+    assert scan.concentration > 1
+    placed, placed_scan = place_probe(PatchOcclusion(grid=4), forward, x, base, batch_size=8)
+    assert placed == PatchOcclusion(grid=4, cell=6) and placed_scan == scan
+    assert placed.label == "patch_occlusion(cell=6)"
+    assert place_probe(Blur(), forward, x, base, batch_size=8) == (Blur(), None)
+    with pytest.raises(ValueError, match="scans the grid"):
+        PatchOcclusion()(x)
+
+
+def test_builtin_probes_are_registered_and_built_from_config_entries():
+    assert set(known_probes()) >= {
+        "grayscale", "blur", "high_pass_removal", "high_pass_only", "jpeg", "border_mask",
+        "brightness_contrast", "patch_occlusion",
+    }  # fmt: skip
+    assert all(isinstance(PROBES[name], Probe) for name in PROBES)
+    blur = build_probe({"name": "blur", "sigma": 3})
+    assert blur == Blur(sigma=3.0) and blur.label == "blur(sigma=3.0)"
+    assert build_probe("blur").label == "blur" and blur.spec == {"name": "blur", "sigma": 3.0}
+    assert build_probe(blur.spec) == blur
+    for entry, message in [
+        ("tint", r"unknown probe 'tint'; known probes: blur, .*grayscale"),
+        ({"name": "blur", "radius": 2}, r"probe 'blur' has no parameter \['radius'\]"),
+        ({"name": "blur", "sigma": 0}, r"probe 'blur': sigma must be > 0"),
+        ({"name": "jpeg", "quality": "high"}, r"probe 'jpeg': quality: Input should be"),
+        ({"sigma": 2}, "needs a 'name'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            build_probe(entry)
+    assert "tint" not in PROBES
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The probe registry, restored after the test."""
+    monkeypatch.setattr(probes, "_REGISTRY", dict(probes._REGISTRY))
+
+
+def test_a_team_registers_its_own_probe(registry):
+    @register_probe
+    @dataclass(frozen=True)
+    class Invert(Probe):
+        name = "invert"
+        description = "remove polarity: 1 - x"
+        strength: float = 1.0
+
+        def __call__(self, images, rng=None):
+            return images + self.strength * (1 - 2 * images)
+
+    assert known_probes()["invert"] == "remove polarity: 1 - x"
+    x = _images()
+    assert torch.allclose(
+        build_probe({"name": "invert", "strength": 0.5})(x), torch.full_like(x, 0.5)
+    )
+    assert torch.allclose(PROBES["invert"](x), 1 - x)
+
+    @dataclass(frozen=True)
+    class Other(Invert):
+        description = "another invert"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_probe(Other)
+
+    @dataclass(frozen=True)
+    class NoDefault(Probe):
+        name = "no_default"
+        description = "a parameter without default"
+        level: float
+
+        def __call__(self, images, rng=None):
+            return images
+
+    with pytest.raises(TypeError, match="needs a default"):
+        register_probe(NoDefault)
+
+
+def test_probes_of_installed_distributions_are_discovered(registry, tmp_path, monkeypatch, caplog):
+    """A distribution on the path declares a probe in the `relevance_auditor.probes` entry
+    point group; it is found by name without being imported first. A broken plug-in is skipped
+    with a warning."""
+    (tmp_path / "team_probes.py").write_text(
+        textwrap.dedent(
+            """
+            from dataclasses import dataclass
+            from auditor.checks.probes import Probe
+
+            @dataclass(frozen=True)
+            class Posterize(Probe):
+                name = "posterize"
+                description = "remove fine intensity steps"
+                levels: int = 4
+
+                def __call__(self, images, rng=None):
+                    return (images * (self.levels - 1)).round() / (self.levels - 1)
+            """
+        )
+    )
+    dist = tmp_path / "team_probes-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: team-probes\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[relevance_auditor.probes]\n"
+        "posterize = team_probes:Posterize\n"
+        "broken = team_probes_missing:Nothing\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "posterize" not in probes._REGISTRY
+
+    with caplog.at_level(logging.WARNING, logger="auditor.checks.probes"):
+        probe = build_probe({"name": "posterize", "levels": 2})
+    assert probe.label == "posterize(levels=2)"
+    assert set(probe(_images()).unique().tolist()) <= {0.0, 1.0}
+    assert "posterize" in known_probes() and "broken" not in known_probes()
+    assert "probe plug-in broken = team_probes_missing:Nothing not loaded" in caplog.text
+
+
+def _write_config(tmp_path, probes_yaml: str):
+    path = tmp_path / "audit.yaml"
+    path.write_text(
+        "model: {uri: /models/detector}\n"
+        "samples: [{name: validation, uri: /data/validation.npz}]\n" + probes_yaml
+    )
+    return path
+
+
+def test_config_accepts_registered_probes_with_parameters(tmp_path):
+    probes_yaml = (
+        "probes:\n"
+        "  names: [grayscale, {name: blur, sigma: 3.0}, jpeg]\n"
+        "  non_semantic: [grayscale, jpeg]\n"
+    )
+    config = load_config(_write_config(tmp_path, probes_yaml))
+    labels = [build_probe(entry).label for entry in config.probes.names]
+    assert labels == ["grayscale", "blur(sigma=3.0)", "jpeg"]
+    assert config.probes.non_semantic == ["grayscale", "jpeg"]
+    assert load_config(_write_config(tmp_path, "")).probes.names == ["grayscale"]
+    again = tmp_path / "again.yaml"
+    again.write_text(config.to_yaml())
+    assert load_config(again) == config
+
+
+@pytest.mark.parametrize(
+    ("probes_yaml", "message"),
+    [
+        (
+            "probes: {names: [grayscale, sharpen]}",
+            r"probes\.names\.1: .*unknown probe 'sharpen'; known probes: blur, border_mask",
+        ),
+        ("probes: {non_semantic: [colour]}", r"probes\.non_semantic\.0: .*unknown probe 'colour'"),
+        ("probes: {names: [{name: blur, sigma: -1}]}", r"probe 'blur': sigma must be > 0"),
+        ("probes: {names: [blur, {name: blur, sigma: 2.0}]}", r"listed twice .*\['blur'\]"),
+    ],
+)
+def test_config_names_unknown_probes_and_the_known_ones(tmp_path, probes_yaml, message):
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write_config(tmp_path, probes_yaml + "\n"))
