@@ -1,0 +1,132 @@
+"""The `relevance-auditor` MLflow evaluator end to end: `mlflow.models.evaluate` on a registered
+model of the real tracking server, with a DataFrame of PNG files, gives the audit's metrics and
+artefacts, identical to auditing the same images from their .npz file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from auditor_plugins.evaluator import RelevanceAuditEvaluator, evaluation_config, write_sample_file
+from mlflow import MlflowClient
+from mlflow.models.evaluation import list_evaluators
+from PIL import Image
+
+from auditor.config import AuditConfig
+from auditor.errors import ConfigError, SampleError
+from auditor.mlflow_log import audit_metrics
+from auditor.pipeline import audit
+from auditor.report import build_report
+
+from .conftest import Scenario
+from .registry import global_tracking_uri, register
+
+NORMALISE = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+def png_dataframe(npz: Path, folder: Path, n: int) -> pd.DataFrame:
+    """The first `n` images of a sample file as PNG files, in a DataFrame with their labels."""
+    folder.mkdir()
+    with np.load(npz) as data:
+        images, labels = data["images"][:n], data["labels"][:n]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(folder / f"{i:04d}.png"))
+        Image.fromarray(image).save(paths[-1])
+    return pd.DataFrame({"image": paths, "label": labels})
+
+
+def test_the_evaluator_is_registered_for_classifiers():
+    assert "relevance-auditor" in list_evaluators()
+    assert RelevanceAuditEvaluator.can_evaluate(model_type="classifier", evaluator_config={})
+    assert not RelevanceAuditEvaluator.can_evaluate(model_type="regressor", evaluator_config={})
+
+
+@pytest.mark.slow
+def test_evaluate_audits_a_dataframe_of_png_files(
+    mlflow_server, shortcut_scenario: Scenario, tmp_path
+):
+    version = register(mlflow_server, shortcut_scenario.model, "evaluated")
+    data = png_dataframe(shortcut_scenario.validation, tmp_path / "png", n=200)
+    with global_tracking_uri(mlflow_server):
+        result = mlflow.models.evaluate(
+            f"models:/evaluated/{version}",
+            data=data,
+            targets="label",
+            model_type="classifier",
+            evaluators=["relevance-auditor"],
+            evaluator_config={"relevance-auditor": {"preprocess": NORMALISE, "seed": 3}},
+        )
+
+    # the same images audited from an .npz file give the same numbers
+    npz = tmp_path / "same.npz"
+    with np.load(shortcut_scenario.validation) as source:
+        np.savez(npz, images=source["images"][:200], labels=source["labels"][:200])
+    client = MlflowClient(mlflow_server)
+    model_id = client.get_model_version("evaluated", version).source.removeprefix("models:/")
+    direct = AuditConfig.model_validate(
+        {
+            "model": {"uri": f"models:/{model_id}"},
+            "samples": [{"name": "evaluation", "uri": str(npz)}],
+            "preprocess": NORMALISE,
+            "seed": 3,
+            "tracking_uri": mlflow_server,
+        }
+    )
+    expected = audit_metrics(build_report(0, audit(direct)))
+    assert result.metrics == pytest.approx(expected)
+    assert result.metrics["findings.high"] >= 1  # the colour shortcut
+
+    run = client.get_run(result.run_id)
+    assert run.data.metrics == pytest.approx(expected)
+    listed = {a.path for a in client.list_artifacts(result.run_id, "relevance_audit")}
+    assert listed == {
+        f"relevance_audit/{name}"
+        for name in ("report.json", "audit.yaml", "dropout.csv", "probes.csv", "channels.csv")
+    }
+    report = result.artifacts["relevance_audit_report"].content
+    assert report["audit_id"] is None and report["model"]["uri"] == f"models:/{model_id}"
+    assert report["samples"] == {"n": 200, "n_labelled": 200, "sets": {"evaluation": 200}}
+    dropout = result.artifacts["relevance_audit_dropout"].content
+    assert list(dropout["condition"])[:2] == ["baseline", "top_k"]
+    local = mlflow.artifacts.download_artifacts(
+        result.artifacts["relevance_audit_report"].uri, dst_path=str(tmp_path / "dl"),
+        tracking_uri=mlflow_server,
+    )  # fmt: skip
+    assert json.loads(Path(local).read_text()) == report
+    linked = client.get_logged_model(model_id).metrics or []
+    assert {m.key for m in linked if m.run_id == result.run_id} == set(expected)
+
+
+def test_evaluator_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="evaluator_config sets samples, store_url"):
+        evaluation_config({"samples": [], "store_url": "x"}, "models:/m/1", tmp_path / "s.npz", "")
+    with pytest.raises(ConfigError, match=r"evaluator_config: preprocess\.colour: Extra inputs"):
+        evaluation_config({"preprocess": {"colour": 1}}, "models:/m/1", tmp_path / "s.npz", "")
+
+
+def test_sample_file_from_a_dataframe(tmp_path):
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, size in enumerate([(8, 6), (8, 6), (4, 4)]):
+        Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    frame = pd.DataFrame({"path": [str(folder / f"{i}.png") for i in range(3)]})
+    out = tmp_path / "s.npz"
+
+    write_sample_file(frame, [1, None, 0.0], "path", out, size=(8, 6), tracking_uri="")
+    with np.load(out) as data:
+        assert data["images"].shape == (3, 8, 6, 3) and data["images"].dtype == np.uint8
+        assert data["labels"].tolist() == [1, -1, 0]  # missing label: unknown
+    with pytest.raises(SampleError, match="different sizes.*preprocess"):
+        write_sample_file(frame, None, "path", out, size=None, tracking_uri="")
+    with pytest.raises(SampleError, match="'fake', which is not a class index"):
+        write_sample_file(frame, [1, "fake", 0], "path", out, size=(8, 6), tracking_uri="")
+    with pytest.raises(ConfigError, match="no column 'image'.*image_column"):
+        write_sample_file(frame, None, "image", out, size=None, tracking_uri="")
+    (folder / "1.png").write_bytes(b"not a png")
+    with pytest.raises(SampleError, match="1.png cannot be read"):
+        write_sample_file(frame, None, "path", out, size=(8, 6), tracking_uri="")
