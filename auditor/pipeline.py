@@ -22,13 +22,22 @@ from auditor.checks.findings import derive_findings
 from auditor.checks.metrics import condition_metrics
 from auditor.checks.probes import PROBES, neutral_perturbation, relative_drop
 from auditor.config import AuditConfig
+from auditor.drift import explanation_drift
 from auditor.errors import AuditorError, ConfigError, SampleError
 from auditor.graph import ModelGraph, SplitModel
 from auditor.mlflow_io import LoadedModel, load_model
 from auditor.passes import LayerPass, RelevancePass, layer_pass, relevance_pass
+from auditor.post_audit import after_audit, on_audit_failed
 from auditor.relevance import LRP, composite
 from auditor.report import staged_report
-from auditor.results import AuditResult, ChannelTable, ClassAnalysis, ProbeResult, ProbeShift
+from auditor.results import (
+    AuditResult,
+    ChannelTable,
+    ClassAnalysis,
+    DriftReport,
+    ProbeResult,
+    ProbeShift,
+)
 from auditor.samples import SampleSet, load_samples, normalize
 from auditor.store import AuditStore
 
@@ -38,6 +47,16 @@ class AuditOutcome:
     audit_id: int
     result: AuditResult
     report_path: Path | None
+    drift: DriftReport | None = None
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """An audit's results and the per-sample channel relevance (N x C) they were averaged from,
+    which the drift statistics bootstrap over."""
+
+    result: AuditResult
+    channel_relevance: torch.Tensor
 
 
 class _Timer(dict):
@@ -176,6 +195,11 @@ def analyse_class(
 
 def audit(config: AuditConfig) -> AuditResult:
     """Compute one audit's results (no store involved)."""
+    return run_checks(config).result
+
+
+def run_checks(config: AuditConfig) -> AuditRun:
+    """Every stage of one audit up to its findings (no store involved)."""
     torch.manual_seed(config.seed)
     timer = _Timer()
     with timer.stage("load_model"):
@@ -233,7 +257,7 @@ def audit(config: AuditConfig) -> AuditResult:
     findings = derive_findings(
         channels, dropout, probes, classes, config.thresholds, list(config.probes.non_semantic)
     )
-    return AuditResult(
+    result = AuditResult(
         model=loaded.ref,
         n_samples=len(samples.labels),
         n_labelled=samples.n_labelled,
@@ -245,6 +269,7 @@ def audit(config: AuditConfig) -> AuditResult:
         timings=dict(timer),
         classes=classes,
     )
+    return AuditRun(result=result, channel_relevance=base.channel_relevance)
 
 
 def config_hash(config: AuditConfig) -> str:
@@ -252,11 +277,18 @@ def config_hash(config: AuditConfig) -> str:
 
 
 def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditOutcome:
-    """Run and store one audit; on any failure the stored audit is marked failed and the
-    error propagates (an `AuditorError` carries the one-line message for the user)."""
+    """Run and store one audit; on any failure the stored audit is marked failed (and the
+    `audit_failed` alert rules run) and the error propagates (an `AuditorError` carries the
+    one-line message for the user).
+
+    While it runs, the audit's heartbeat is kept fresh, so that another auditor can tell a
+    crashed audit from a running one. Drift against the baseline audit is computed before the
+    one transaction that stores the audit, so its findings are part of it; alerts are sent
+    after the commit, so no alert announces an audit that was rolled back.
+    """
     store = AuditStore(config.store_url)
     try:
-        store.mark_stale_running_as_failed()
+        store.mark_stale_running_as_failed(config.heartbeat.stale_after_s)
         audit_id = store.start_audit(
             model_uri=config.model.uri,
             config_yaml=config.to_yaml(),
@@ -264,17 +296,27 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
             code_version=__version__,
         )
         try:
-            start = time.perf_counter()
-            result = audit(config)
-            result.timings["total"] = round(time.perf_counter() - start, 4)
-            with staged_report(report_path, audit_id, result):
-                store.finish_audit(
-                    audit_id, result, report_path=str(report_path) if report_path else None
-                )
+            with store.keep_alive(audit_id, config.heartbeat.interval_s):
+                start = time.perf_counter()
+                run = run_checks(config)
+                result = run.result
+                drift = explanation_drift(store, result, run.channel_relevance.numpy(), config)
+                if drift is not None:
+                    result.findings.extend(drift.findings)
+                result.timings["total"] = round(time.perf_counter() - start, 4)
+                with staged_report(report_path, audit_id, result):
+                    store.finish_audit(
+                        audit_id,
+                        result,
+                        report_path=str(report_path) if report_path else None,
+                        drift=drift,
+                    )
         except BaseException as err:
             reason = str(err) if isinstance(err, AuditorError) else f"{type(err).__name__}: {err}"
             store.fail_audit(audit_id, reason or type(err).__name__)
+            on_audit_failed(store, audit_id, reason, config)
             raise
-        return AuditOutcome(audit_id=audit_id, result=result, report_path=report_path)
+        after_audit(store, audit_id, config)
+        return AuditOutcome(audit_id=audit_id, result=result, report_path=report_path, drift=drift)
     finally:
         store.close()

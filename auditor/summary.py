@@ -85,6 +85,15 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
     else:
         console.print("[green]No findings[/] at the configured thresholds.")
 
+    drift = outcome.drift
+    if drift is not None and drift.baseline_audit_id is not None:
+        stats = ", ".join(
+            f"{d.name} {d.value:.3f}{' [red](drift)[/]' if d.drifted else ''}" for d in drift.statistics
+        )
+        console.print(f"explanation drift vs audit {drift.baseline_audit_id}: {stats}")
+    elif drift is not None and drift.note:
+        console.print(f"explanation drift: {drift.note}")
+
     console.print(f"stored in: {display_url(config.store_url)} (audit {outcome.audit_id})")
     if outcome.report_path:
         console.print(f"report:    {outcome.report_path}")
