@@ -25,7 +25,7 @@ from auditor.results import DropoutStatistics
 #: floor of the random-k spread in `effect_size`: 1 % of the decision margin, so that random
 #: sets that all cost (nearly) nothing do not turn any gap into an enormous effect
 MIN_SPREAD = 0.01
-_CHUNK = 256  # bootstrap replicates drawn at once (memory: CHUNK x N indices)
+_CHUNK_INDICES = 1 << 22  # resampling indices drawn at once (32 MiB), whatever N
 
 
 def bootstrap_difference_ci(
@@ -39,10 +39,11 @@ def bootstrap_difference_ci(
     if n == 0:
         raise ValueError("bootstrap needs at least one sample")
     rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_INDICES // n)
     means = np.concatenate(
         [
-            differences[rng.integers(0, n, size=(min(_CHUNK, n_boot - start), n))].mean(axis=1)
-            for start in range(0, n_boot, _CHUNK)
+            differences[rng.integers(0, n, size=(min(chunk, n_boot - start), n))].mean(axis=1)
+            for start in range(0, n_boot, chunk)
         ]
     )
     tail = (1.0 - confidence) / 2.0
