@@ -19,6 +19,10 @@ demo: venv
 	$(BIN)/auditor demo
 
 test: venv
+	# headless Chromium for the dashboard's browser test (Debian packages; root on CI, no-op when present)
+	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "chromium-driver missing (not root?): the dashboard browser test will be skipped"
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: venv
