@@ -11,16 +11,24 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from auditor import __version__
+from auditor.checks.dose_response import dose_ks, dose_response, drop_margins
 from auditor.checks.dropout import dropout_validation, random_channel_sets, rank_channels
 from auditor.checks.findings import derive_findings
 from auditor.checks.metrics import condition_metrics
-from auditor.checks.probes import PROBES, neutral_perturbation, relative_drop
+from auditor.checks.probes import (
+    Probe,
+    build_probe,
+    neutral_perturbation,
+    place_probe,
+    relative_drop,
+)
+from auditor.checks.statistics import dropout_evidence
 from auditor.config import AuditConfig
 from auditor.drift import explanation_drift
 from auditor.errors import AuditorError, ConfigError, SampleError
@@ -35,6 +43,8 @@ from auditor.results import (
     ChannelTable,
     ClassAnalysis,
     DriftReport,
+    DropoutTable,
+    OcclusionMap,
     ProbeResult,
     ProbeShift,
 )
@@ -105,8 +115,27 @@ def top_k_size(n_channels: int, config: AuditConfig) -> int:
     return k
 
 
+def with_statistics(
+    dropout: DropoutTable,
+    head: torch.fx.GraphModule,
+    activations: torch.Tensor,
+    top: list[int],
+    random_sets: list[list[int]],
+    seed: int,
+    config: AuditConfig,
+) -> DropoutTable:
+    """The dropout table with the bootstrap interval, p-value and effect size of its top-k."""
+    margins = drop_margins(head, activations, [top, *random_sets], config.batch_size)
+    statistics = dropout_evidence(
+        margins[0], margins[1:], seed=seed,
+        n_boot=config.dropout.bootstrap_replicates, confidence=config.dropout.confidence,
+    )
+    return replace(dropout, statistics=statistics)
+
+
 def run_probe(
-    name: str,
+    probe: Probe,
+    scan: OcclusionMap | None,
     split: SplitModel,
     samples: SampleSet,
     base: RelevancePass,
@@ -116,27 +145,33 @@ def run_probe(
 ) -> tuple[ProbeResult, LayerPass]:
     """One probe and its neutral twin, through the trunk once each; also returns the probed
     pass for the per-class activation statistics."""
-    probe = PROBES[name]
+    name = probe.label
 
-    def probed(batch: torch.Tensor, _start: int) -> torch.Tensor:
-        return probe(batch)
+    def rng(start: int) -> torch.Generator:
+        return torch.Generator().manual_seed(config.seed * 1_000_003 + 500_009 + start)
+
+    def probed(batch: torch.Tensor, start: int) -> torch.Tensor:
+        return probe(batch, rng(start))
 
     def neutral(batch: torch.Tensor, start: int) -> torch.Tensor:
-        return neutral_perturbation(batch, probe(batch), seed=config.seed * 1_000_003 + start)
+        return neutral_perturbation(
+            batch, probe(batch, rng(start)), seed=config.seed * 1_000_003 + start
+        )
 
     run = {"preprocess": config.preprocess, "batch_size": config.batch_size}
     probed_pass = layer_pass(split, samples.images, probed, **run, description=f"probe {name}")
     neutral_pass = layer_pass(split, samples.images, neutral, **run, description=f"neutral twin of {name}")
     images = torch.from_numpy(samples.images)
-    norm = float((probe(images) - images).flatten(start_dim=1).norm(dim=1).mean())
+    norm = float((probe(images, rng(0)) - images).flatten(start_dim=1).norm(dim=1).mean())
     shift = probe_shift(name, base, probed_pass, None, channels.top_k, random_sets)
     result = ProbeResult(
         name=name,
-        probed=condition_metrics(probed_pass.logits, base.logits, samples.labels),
-        neutral=condition_metrics(neutral_pass.logits, base.logits, samples.labels),
+        probed=condition_metrics(probed_pass.logits, base.logits, samples.labels, samples.groups),
+        neutral=condition_metrics(neutral_pass.logits, base.logits, samples.labels, samples.groups),
         perturbation_norm=norm,
         top_k_activation_drop=shift.top_k_activation_drop,
         random_k_activation_drops=shift.random_k_activation_drops,
+        occlusion=scan,
     )
     return result, probed_pass
 
@@ -183,9 +218,13 @@ def analyse_class(
         relevance=[float(r) for r in relevance],
         top_k=top,
         bottom_k=bottom,
-        dropout=dropout_validation(
-            split.head, base.activations[index], samples.labels[index.numpy()],
-            top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
+        dropout=with_statistics(
+            dropout_validation(
+                split.head, base.activations[index], samples.labels[index.numpy()],
+                top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
+            ),
+            split.head, base.activations[index], top, random_sets,
+            seed=config.seed + 7919 * (class_index + 1), config=config,
         ),
         probe_shifts=[
             probe_shift(name, base, p, index, top, random_sets) for name, p in probed.items()
@@ -241,12 +280,34 @@ def run_checks(config: AuditConfig) -> AuditRun:
             split.head, base.activations, samples.labels,
             top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
         )
+        dropout = with_statistics(
+            dropout, split.head, base.activations, top, random_sets, config.seed, config
+        )
+    with timer.stage("dose_response"):
+        dose = None
+        if config.dropout.dose_response_fractions:
+            dose = dose_response(
+                split.head, base.activations, samples.labels, relevance,
+                dose_ks(len(relevance), config.dropout.dose_response_fractions),
+                random_repeats=config.dropout.dose_response_random_repeats, seed=config.seed,
+                batch_size=config.batch_size, n_boot=config.dropout.bootstrap_replicates,
+                confidence=config.dropout.confidence,
+            )
     with timer.stage("probes"):
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            return split.head(split.trunk(normalize(images, config.preprocess)))
+
+        placed = [
+            place_probe(build_probe(e), forward, samples.images, base.logits, config.batch_size)
+            for e in config.probes.names
+        ]
         runs = [
-            run_probe(name, split, samples, base, channels, random_sets, config)
-            for name in config.probes.names
+            run_probe(probe, scan, split, samples, base, channels, random_sets, config)
+            for probe, scan in placed
         ]
     probes = [result for result, _ in runs]
+    non_semantic = [p.label for p, _ in placed if p.name in config.probes.non_semantic]
     with timer.stage("classes"):
         predicted = torch.bincount(base.logits.argmax(dim=1), minlength=base.logits.shape[1])
         classes = [
@@ -255,7 +316,7 @@ def run_checks(config: AuditConfig) -> AuditRun:
             if predicted[c] >= config.channels.min_class_samples
         ]
     findings = derive_findings(
-        channels, dropout, probes, classes, config.thresholds, list(config.probes.non_semantic)
+        channels, dropout, probes, classes, config.thresholds, non_semantic
     )
     result = AuditResult(
         model=loaded.ref,
@@ -268,6 +329,7 @@ def run_checks(config: AuditConfig) -> AuditRun:
         findings=findings,
         timings=dict(timer),
         classes=classes,
+        dose_response=dose,
     )
     return AuditRun(result=result, channel_relevance=base.channel_relevance)
 

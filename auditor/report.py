@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from auditor.results import AuditResult, ClassAnalysis, DropoutTable, ProbeResult
+from auditor.results import AuditResult, ClassAnalysis, DoseResponse, DropoutTable, ProbeResult
 
 FORMAT_VERSION = 1
 
@@ -24,6 +24,9 @@ def _probe(p: ProbeResult) -> dict[str, Any]:
         "perturbation_norm": p.perturbation_norm,
         "top_k_activation_drop": p.top_k_activation_drop,
         "random_k_activation_drops": p.random_k_activation_drops,
+        "occlusion": None
+        if p.occlusion is None
+        else {**asdict(p.occlusion), "concentration": p.occlusion.concentration},
     }
 
 
@@ -35,6 +38,26 @@ def _dropout(d: DropoutTable) -> dict[str, Any]:
         "random_k": d.random_k_mean,
         "random_k_runs": [{"channels": s, **asdict(m)} for s, m in zip(d.random_sets, d.random_k)],
         "bottom_k": asdict(d.bottom_k),
+        "statistics": None if d.statistics is None else asdict(d.statistics),
+    }
+
+
+def _dose_response(dose: DoseResponse | None) -> dict[str, Any] | None:
+    if dose is None:
+        return None
+    return {
+        "n_channels": dose.n_channels,
+        "points": [
+            {
+                "k": p.k,
+                "top_k": asdict(p.top_k),
+                "random_k": p.random_k_mean,
+                "random_k_spread": p.random_k_spread,
+                "bottom_k": asdict(p.bottom_k),
+                "statistics": asdict(p.statistics),
+            }
+            for p in dose.points
+        ],
     }
 
 
@@ -79,6 +102,7 @@ def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
         "dropout": _dropout(result.dropout),
         "probes": {p.name: _probe(p) for p in result.probes},
         "classes": [_class(c) for c in result.classes],
+        "dose_response": _dose_response(result.dose_response),
         "findings": [asdict(f) for f in result.findings],
         "timings": result.timings,
     }

@@ -12,6 +12,8 @@ A validated top-k set alone is evidence, not a finding: every model relies on so
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
+from typing import Any
 
 from auditor.config import Thresholds
 from auditor.results import (
@@ -29,13 +31,15 @@ def _severity(excess: float) -> Severity:
     return "high" if excess >= 0.5 else "medium" if excess >= 0.3 else "low"
 
 
-def dropout_effect(dropout: DropoutTable) -> dict[str, float]:
+def dropout_effect(dropout: DropoutTable) -> dict[str, Any]:
     """The top-k margin drop against the random-k distribution (seed 000: top-k vs random-k vs
     bottom-k): difference to the random mean, standardised effect, and the top-k's rank."""
     random = [r.margin_drop for r in dropout.random_k]
     mean = statistics.fmean(random)
     spread = statistics.pstdev(random)
+    tested = {} if dropout.statistics is None else {"statistics": asdict(dropout.statistics)}
     return {
+        **tested,
         "top_k_margin_drop": dropout.top_k.margin_drop,
         "random_k_margin_drop_mean": mean,
         "random_k_margin_drop_max": max(random),
