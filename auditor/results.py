@@ -8,7 +8,9 @@ from typing import Any, Literal
 import numpy as np
 
 Severity = Literal["low", "medium", "high"]
-FindingKind = Literal["spurious_channels", "probe_sensitivity", "explanation_drift"]
+FindingKind = Literal[
+    "spurious_channels", "probe_sensitivity", "explanation_drift", "unlabeled_subclass"
+]
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,35 @@ class ClusterSummary:
 
 
 @dataclass(frozen=True)
+class Map2D:
+    """A 2-D map of the audit's sample embeddings (seed 002: t-SNE "to visualize similarities
+    between feature maps"; PCA): `coords[j]` places sample `rows[j]` of the sample set."""
+
+    method: str
+    coords: np.ndarray
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class SubclassResult:
+    """The clusters of an audit's pooled embeddings at `layer` (seed 002: unlabeled subclasses),
+    the `unlabeled_subclass` findings among them, the 2-D maps, and the files written for the
+    neighbours command and the dashboard (embeddings, sample ids, FAISS index, maps).
+    `eigenvalues`: the smallest eigenvalues of the sample graph's Laplacian, which chose `k`;
+    `note` says why no finding could be derived (no reference samples, too few samples)."""
+
+    layer: str
+    metric: str
+    k: int
+    eigenvalues: list[float]
+    clusters: list[ClusterSummary]
+    findings: list[Finding]
+    maps: list[Map2D]
+    artefacts: list[ArtefactRef]
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class ArtefactRef:
     """A file an audit wrote (gallery, heatmaps, arrays): its kind, local path or URI, and the
     index in `AuditResult.findings` of the finding it illustrates (None: the whole audit)."""
@@ -340,6 +371,7 @@ class AuditResult:
     findings: list[Finding]
     timings: dict[str, float] = field(default_factory=dict)
     classes: list[ClassAnalysis] = field(default_factory=list)
+    subclasses: SubclassResult | None = None
     dose_response: DoseResponse | None = None
     gallery: GalleryResult | None = None
 
