@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from auditor.cli_explore import neighbours
 from auditor.errors import AuditorError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create or inspect the findings database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.command("neighbours")(neighbours)
 
 out = Console()
 err_console = Console(stderr=True)

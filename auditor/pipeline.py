@@ -8,6 +8,7 @@ one transaction, and any failure (bad input, interruption) marks it failed with 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from auditor import __version__
 from auditor.checks.dose_response import dose_ks, dose_response, drop_margins
 from auditor.checks.dropout import dropout_validation, random_channel_sets, rank_channels
 from auditor.checks.findings import derive_findings
+from auditor.checks.gallery import channel_galleries, gallery_channel_sets
 from auditor.checks.metrics import condition_metrics
 from auditor.checks.probes import (
     Probe,
@@ -29,8 +31,10 @@ from auditor.checks.probes import (
     relative_drop,
 )
 from auditor.checks.statistics import dropout_evidence
+from auditor.checks.subclasses import subclass_check
 from auditor.config import AuditConfig
 from auditor.drift import explanation_drift
+from auditor.embeddings import layer_embeddings
 from auditor.errors import AuditorError, ConfigError, SampleError
 from auditor.graph import ModelGraph, SplitModel
 from auditor.mlflow_io import LoadedModel, load_model
@@ -237,8 +241,10 @@ def audit(config: AuditConfig) -> AuditResult:
     return run_checks(config).result
 
 
-def run_checks(config: AuditConfig) -> AuditRun:
-    """Every stage of one audit up to its findings (no store involved)."""
+def run_checks(config: AuditConfig, artifact_dir: Path | None = None) -> AuditRun:
+    """Every stage of one audit up to its findings (no store involved). The stages that write
+    files for the dashboard (embedding index and maps, channel galleries) run only when given
+    the audit's `artifact_dir`."""
     torch.manual_seed(config.seed)
     timer = _Timer()
     with timer.stage("load_model"):
@@ -318,6 +324,19 @@ def run_checks(config: AuditConfig) -> AuditRun:
     findings = derive_findings(
         channels, dropout, probes, classes, config.thresholds, non_semantic
     )
+    subclasses = gallery = None
+    if artifact_dir is not None and config.subclasses.enabled:
+        with timer.stage("subclasses"):
+            embeddings = layer_embeddings(graph, samples, base, layer, config)
+            subclasses = subclass_check(samples, base, config, artifact_dir, embeddings=embeddings)
+        findings += subclasses.findings
+    if artifact_dir is not None and config.gallery.enabled:
+        with timer.stage("gallery"):
+            gallery = channel_galleries(
+                split, samples, base,
+                gallery_channel_sets(channels, classes, findings, config.gallery.channels),
+                config, artifact_dir, lrp.rules,
+            )
     result = AuditResult(
         model=loaded.ref,
         n_samples=len(samples.labels),
@@ -330,6 +349,8 @@ def run_checks(config: AuditConfig) -> AuditRun:
         timings=dict(timer),
         classes=classes,
         dose_response=dose,
+        subclasses=subclasses,
+        gallery=gallery,
     )
     return AuditRun(result=result, channel_relevance=base.channel_relevance)
 
@@ -357,12 +378,16 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
             config_hash=config_hash(config),
             code_version=__version__,
         )
+        artifact_dir = config.audit_artifact_dir(audit_id)
         try:
             with store.keep_alive(audit_id, config.heartbeat.interval_s):
                 start = time.perf_counter()
-                run = run_checks(config)
+                run = run_checks(config, artifact_dir)
                 result = run.result
-                drift = explanation_drift(store, result, run.channel_relevance.numpy(), config)
+                clusters = result.subclasses.clusters if result.subclasses else []
+                drift = explanation_drift(
+                    store, result, run.channel_relevance.numpy(), config, clusters
+                )
                 if drift is not None:
                     result.findings.extend(drift.findings)
                 result.timings["total"] = round(time.perf_counter() - start, 4)
@@ -372,8 +397,14 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
                         result,
                         report_path=str(report_path) if report_path else None,
                         drift=drift,
+                        clusters=clusters,
+                        artefacts=[
+                            *(result.subclasses.artefacts if result.subclasses else []),
+                            *(result.gallery.artefacts if result.gallery else []),
+                        ],
                     )
         except BaseException as err:
+            shutil.rmtree(artifact_dir, ignore_errors=True)  # no files of a failed audit
             reason = str(err) if isinstance(err, AuditorError) else f"{type(err).__name__}: {err}"
             store.fail_audit(audit_id, reason or type(err).__name__)
             on_audit_failed(store, audit_id, reason, config)

@@ -12,6 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from auditor.checks.subclasses import report_section
+from auditor.gallery_render import manifest_dict
 from auditor.results import AuditResult, ClassAnalysis, DoseResponse, DropoutTable, ProbeResult
 
 FORMAT_VERSION = 1
@@ -103,6 +105,8 @@ def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
         "probes": {p.name: _probe(p) for p in result.probes},
         "classes": [_class(c) for c in result.classes],
         "dose_response": _dose_response(result.dose_response),
+        "subclasses": report_section(result.subclasses) if result.subclasses else None,
+        "gallery": manifest_dict(result.gallery) if result.gallery else None,
         "findings": [asdict(f) for f in result.findings],
         "timings": result.timings,
     }

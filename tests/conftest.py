@@ -137,9 +137,10 @@ def audit_config(
     config = {
         "model": {"uri": str(scenario.model_dir)},
         "samples": [
-            {"name": name, "uri": str(path)}
+            {"name": name, "uri": str(path), "role": "reference" if name == "validation" else "production"}
             for name, path in (samples or [("validation", scenario.validation), ("production", scenario.production)])
         ],
+        "artifacts_dir": str(tmp_path / "audit-artifacts"),
         "preprocess": {"mean": list(MEAN), "std": list(STD)},
         "store_url": f"sqlite:///{tmp_path / 'auditor.db'}",
         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",

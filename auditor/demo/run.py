@@ -109,29 +109,35 @@ def _accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) ->
     return float((model(to_tensor(images)).argmax(1).numpy() == labels).mean())
 
 
-def demo_config(scenario: LoggedScenario, tracking_uri: str, store_url: str, seed: int) -> AuditConfig:
+def demo_config(scenario: LoggedScenario, home: Path, seed: int) -> AuditConfig:
+    """The demo's audit: validation set as reference, production set audited, everything under
+    `home`."""
     return AuditConfig(
         model=ModelSource(uri=scenario.model_uri),
         samples=[
-            SampleSource(name="validation", uri=scenario.validation_uri),
+            SampleSource(name="validation", uri=scenario.validation_uri, role="reference"),
             SampleSource(name="production", uri=scenario.production_uri),
         ],
         preprocess=Preprocess(mean=MEAN, std=STD),
-        tracking_uri=tracking_uri,
-        store_url=store_url,
+        tracking_uri=demo_tracking_uri(home),
+        store_url=f"sqlite:///{home / 'auditor.db'}",
+        artifacts_dir=str(home / "audit-artifacts"),
         seed=seed,
     )
+
+
+def demo_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{home / 'mlflow.db'}"
 
 
 def run_demo(home: Path, seed: int, console: Console, sizes: DemoSizes = DemoSizes()) -> None:
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
-    store_url = f"sqlite:///{home / 'auditor.db'}"
     scenario = log_scenario(
-        tracking_uri, home / "artifacts", colour_shortcut=True, seed=seed, sizes=sizes, console=console
+        demo_tracking_uri(home), home / "artifacts", colour_shortcut=True, seed=seed, sizes=sizes,
+        console=console,
     )
-    config = demo_config(scenario, tracking_uri, store_url, seed)
+    config = demo_config(scenario, home, seed)
     config_path = home / "demo-audit.yaml"
     config_path.write_text(config.to_yaml())
     report_path = home / "demo-report.json"
@@ -140,5 +146,5 @@ def run_demo(home: Path, seed: int, console: Console, sizes: DemoSizes = DemoSiz
     print_summary(console, outcome, config)
     console.print(
         f"\nrerun or edit the audit: [bold]auditor audit --config {config_path} --report {report_path}[/]\n"
-        f"browse the MLflow store:  [bold]mlflow ui --backend-store-uri {tracking_uri}[/]"
+        f"browse the MLflow store:  [bold]mlflow ui --backend-store-uri {demo_tracking_uri(home)}[/]"
     )
