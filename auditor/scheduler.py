@@ -154,6 +154,11 @@ class Daemon:
             self.health.set_status("stopping")
             self._scheduler.shutdown(wait=False)
             with self._idle:
+                if self._running:
+                    logger.info(
+                        "waiting up to %g s for the running audit to finish",
+                        self.schedule.shutdown_grace_s,
+                    )
                 self._idle.wait_for(lambda: self._running == 0)
         finally:
             _daemon = None

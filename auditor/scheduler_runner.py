@@ -32,6 +32,7 @@ from auditor.mlflow_io import REMOTE_SCHEMES, check_tracking_server
 from auditor.results import Severity
 from auditor.scheduler_config import JobSpec, RetrySettings
 from auditor.scheduler_health import Health, JobResult, now_iso
+from auditor.store import AuditStore
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +149,6 @@ def skipped(spec: JobSpec) -> JobResult:
 def preflight(config: AuditConfig) -> None:
     """Raise `MlflowUnreachableError` / `StoreError` before an audit process starts when the
     tracking server (if the audit needs it) or the findings database does not answer."""
-    from auditor.store import AuditStore
-
     uris = [config.model.uri, *(s.uri for s in config.samples)]
     if any(urlparse(uri).scheme in REMOTE_SCHEMES for uri in uris):
         check_tracking_server(config.tracking_uri)
@@ -178,7 +177,7 @@ def _in_child(config: AuditConfig, report_path: Path | None, shutdown: Shutdown)
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(
-        target=_audit_process, args=(config, report_path, send), name="auditor-audit", daemon=True
+        target=_audit_process, args=(config, report_path, send), name="auditor-audit"
     )
     process.start()
     send.close()
@@ -204,7 +203,7 @@ def _in_child(config: AuditConfig, report_path: Path | None, shutdown: Shutdown)
 def _audit_process(config: AuditConfig, report_path: Path | None, send: Connection) -> None:
     """Body of the audit process: Ctrl-C is the daemon's to handle; SIGTERM stops the audit,
     which `run_audit` then records as failed."""
-    from auditor import progress
+    from auditor import progress  # only the audit process needs the pipeline
     from auditor.pipeline import run_audit
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
