@@ -89,11 +89,11 @@ def test_compose_secrets_are_files_outside_git():
     document = compose()
     declared = document["secrets"]
     for name, service in document["services"].items():
-        for secret in service.get("secrets", []):
-            assert secret in declared, (name, secret)
+        used = [s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
+        assert set(used) <= set(declared), name
         for variable, value in (service.get("environment") or {}).items():
             if variable.endswith("_FILE"):
-                assert value.removeprefix("/run/secrets/") in service["secrets"], (name, variable)
+                assert value.removeprefix("/run/secrets/") in used, (name, variable)
     for secret in declared.values():
         assert secret["file"].startswith("./secrets/")
     assert (DEPLOY / "secrets" / ".gitignore").read_text().splitlines()[-2:] == ["*", "!.gitignore"]
@@ -176,13 +176,17 @@ def test_referenced_secrets_and_config_maps_exist():
                 ref = node["configMapKeyRef"]
                 assert ref["key"] in config_maps[ref["name"]], ref
                 config_refs += 1
+            if "secretName" in node:
+                for item in node.get("items", []):
+                    assert item["key"] in templates[node["secretName"]], item
+                secret_refs += 1
             if "configMap" in node and isinstance(node["configMap"], dict):
                 volume = node["configMap"]
                 for item in volume.get("items", []):
                     assert item["key"] in config_maps[volume["name"]], item
             if "persistentVolumeClaim" in node:
                 assert node["persistentVolumeClaim"]["claimName"] in claims
-    assert secret_refs >= 4 and config_refs >= 2
+    assert secret_refs >= 5 and config_refs >= 2
     for values in templates.values():
         assert all(PLACEHOLDER.search(v) for v in values.values()), values
 
@@ -227,8 +231,8 @@ SECRET_PATTERNS = [
     re.compile(r"https://hooks\.slack\.com/services/(?P<value>\S+)"),
 ]
 ALLOWED_VALUES = re.compile(
-    r"^(<[A-Z_]+>|\.\.\.|'\.\.\.'|\$\w+|\$\{?\w+\}?|/run/secrets/\w+|\./[\w./-]+|[A-Z][A-Z0-9_]*)$"
-)  # placeholders, variables, secret-file paths, names of environment variables
+    r"^(%s|<[A-Z_]+>|\.\.\.|'\.\.\.'|\$\w+|\$\{?\w+\}?|/run/secrets/\w+|\./[\w./-]+|[A-Z][A-Z0-9_]*)$"
+)  # placeholders (also printf %s), variables, secret-file paths, environment variable names
 
 
 def secret_like(line: str) -> list[str]:
