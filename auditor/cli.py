@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from auditor.cli_explore import neighbours
+from auditor.cli_ops import schedule
 from auditor.errors import AuditorError
 
 app = typer.Typer(
@@ -25,7 +26,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create or inspect the findings database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.command("neighbours")(neighbours)
 
 out = Console()
 err_console = Console(stderr=True)
@@ -105,6 +105,10 @@ def db_current(
 
     revision = current(url or default_store_url())
     out.print(f"{revision or '(empty)'} (newest: {head()})")
+
+
+app.command("neighbours")(neighbours)
+app.command()(schedule)
 
 
 def _quiet_libraries() -> None:

@@ -38,6 +38,7 @@ from auditor.embeddings import layer_embeddings
 from auditor.errors import AuditorError, ConfigError, SampleError
 from auditor.graph import ModelGraph, SplitModel
 from auditor.mlflow_io import LoadedModel, load_model
+from auditor.mlflow_log import log_audit
 from auditor.passes import LayerPass, RelevancePass, layer_pass, relevance_pass
 from auditor.post_audit import after_audit, on_audit_failed
 from auditor.relevance import LRP, composite
@@ -410,6 +411,8 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
             on_audit_failed(store, audit_id, reason, config)
             raise
         after_audit(store, audit_id, config)
-        return AuditOutcome(audit_id=audit_id, result=result, report_path=report_path, drift=drift)
+        outcome = AuditOutcome(audit_id=audit_id, result=result, report_path=report_path, drift=drift)
+        log_audit(outcome, config)  # no-op unless mlflow_logging.enabled; never raises
+        return outcome
     finally:
         store.close()
