@@ -1,0 +1,67 @@
+"""`auditor dashboard`: the review dashboard (`dashboards/app.py`) under `streamlit run`.
+
+The database URL reaches the app as `AUDITOR_DB_URL`, the variable the auditor itself reads.
+The app lives beside the `auditor` package in a source checkout (it is not installed).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from auditor.errors import AuditorError
+
+APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+
+
+def streamlit_command(app: Path, host: str, port: int) -> list[str]:
+    """`streamlit run` of `app` on host:port, headless, without usage statistics."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def dashboard(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="findings database URL (default: $AUDITOR_DB_URL, else .auditor/auditor.db)",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to serve on")] = 8501,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="address to bind; without a login in secrets.toml only loopback runs open"
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the review dashboard over the findings database until interrupted."""
+    from auditor.config import default_store_url
+    from auditor.store import AuditStore
+    from auditor.store.migrate import display_url
+
+    if find_spec("streamlit") is None:
+        raise AuditorError(
+            "streamlit is not installed", 'pip install "relevance-auditor[dashboard]"'
+        )
+    if not APP.is_file():
+        raise AuditorError(
+            f"the dashboard app {APP} is missing", "run the auditor from a source checkout"
+        )
+    url = db or default_store_url()
+    AuditStore(url, auto_upgrade=False).close()  # fail here, in one line, on a bad database
+    typer.echo(f"dashboard on http://{host}:{port} over {display_url(url)}")
+    env = {**os.environ, "AUDITOR_DB_URL": url}
+    raise typer.Exit(subprocess.call(streamlit_command(APP, host, port), env=env))

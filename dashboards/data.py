@@ -1,0 +1,119 @@
+"""Cached reads of the findings store for the pages, keyed on the database URL.
+
+The URL is the auditor's (`AUDITOR_DB_URL`, else the SQLite file under `.auditor/`;
+`auditor dashboard --db URL` sets the variable). One `AuditStore` per URL is shared by all
+sessions (`st.cache_resource`); query results are cached for `TTL_S` seconds
+(`st.cache_data`), so a page rerun does not query again, and a new audit shows up within that
+time. Writing a review clears the caches.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from auditor.config import default_store_url
+from auditor.errors import AuditorError
+from auditor.results import GalleryResult
+from auditor.store import AlertRow, AuditRow, AuditStore
+from dashboards import files, inference, queries
+
+TTL_S = 30
+
+
+def db_url() -> str:
+    """The database the dashboard reads: the auditor's default store URL."""
+    return default_store_url()
+
+
+@st.cache_resource(show_spinner=False)
+def store(url: str) -> AuditStore:
+    """One store (connection pool) per database URL; the schema must be current."""
+    return AuditStore(url, auto_upgrade=False)
+
+
+def open_store(url: str) -> AuditStore:
+    """The store, or a one-line error on the page (and the page stops) when it cannot open."""
+    try:
+        return store(url)
+    except AuditorError as err:
+        st.error(f"Cannot open the findings database: {err}")
+        st.stop()
+        raise
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def model_cards(url: str) -> list[queries.ModelCard]:
+    return queries.model_cards(store(url))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def recent_audits(
+    url: str, model: str | None = None, limit: int = 200
+) -> list[queries.AuditSummary]:
+    return queries.recent_audits(store(url), limit=limit, model=model)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def model_names(url: str) -> list[str]:
+    return queries.model_names(store(url))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def finding_kinds(url: str) -> list[str]:
+    return queries.finding_kinds(store(url))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=64)
+def audit(url: str, audit_id: int) -> AuditRow:
+    """One audit with every result row (findings with their reviews and artefacts)."""
+    return store(url).get_audit(audit_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def alerts(url: str, audit_id: int) -> list[AlertRow]:
+    return store(url).alerts(audit_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def drift_timeline(url: str, model: str) -> list[queries.DriftPoint]:
+    return queries.drift_timeline(store(url), model)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def model_alerts(url: str, model: str) -> list[queries.AlertItem]:
+    return queries.model_alerts(store(url), model)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def review_queue(
+    url: str, flt: queries.ReviewFilter, limit: int, offset: int
+) -> queries.ReviewPage:
+    return queries.review_queue(store(url), flt, limit=limit, offset=offset)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
+def report(url: str, audit_id: int) -> dict | None:
+    """The audit's JSON report, when its file is still there."""
+    return files.read_report(audit(url, audit_id))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
+def gallery(url: str, audit_id: int) -> GalleryResult | None:
+    return files.find_gallery(audit(url, audit_id))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=8)
+def embedding_files(url: str, audit_id: int) -> files.EmbeddingFiles | None:
+    return files.find_embeddings(audit(url, audit_id))
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the audited model and its samples ...")
+def audited_model(audit_id: int, config_yaml: str) -> inference.AuditedModel:
+    """The audit's model and samples, loaded once per audit (the two newest are kept)."""
+    return inference.load_audited(config_yaml)
+
+
+def add_review(url: str, finding_id: int, status: str, reviewer: str, comment: str) -> None:
+    """Store a verdict, then drop every cached query so that all pages show it."""
+    store(url).add_review(finding_id, status, reviewer, comment.strip() or None)  # type: ignore[arg-type]
+    st.cache_data.clear()

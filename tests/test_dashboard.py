@@ -1,0 +1,235 @@
+"""The review dashboard under Streamlit's AppTest: every page against a database seeded by
+real audits, the login modes, a verdict round trip into the store (and carried over to the
+same finding of a later audit), and bounded queries over 100 synthetic audits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import event
+from streamlit import config as st_config
+from streamlit.testing.v1 import AppTest
+
+from auditor.store import AuditStore
+from dashboards import queries
+from dashboards.auth import OPEN_BANNER, auth_mode
+
+from .dashboard_synthetic import seed_synthetic
+
+if TYPE_CHECKING:
+    from .dashboard_seed import SeededStore
+
+pytest_plugins = ["tests.dashboard_seed"]
+
+APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+TIMEOUT_S = 300
+
+
+@pytest.fixture
+def loopback():
+    """Streamlit bound to 127.0.0.1 (open mode allowed), whatever the working directory."""
+    before = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")
+    yield
+    st_config.set_option("server.address", before)
+
+
+@pytest.fixture
+def seeded(seeded_store: SeededStore, monkeypatch, loopback) -> SeededStore:
+    monkeypatch.setenv("AUDITOR_DB_URL", seeded_store.url)
+    return seeded_store
+
+
+def open_page(page: str | None = None, *, secrets: dict | None = None, **query: object) -> AppTest:
+    """Run the app, switch to `page` with `query` parameters; no page may raise."""
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    app.secrets.update(secrets or {})
+    app.run()
+    if page is not None:
+        app.switch_page(page)
+        for name, value in query.items():
+            app.query_params[name] = str(value)
+        app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def texts(app: AppTest) -> str:
+    """Every markdown, caption and title on the page, one per line."""
+    elements = [*app.title, *app.header, *app.subheader, *app.markdown, *app.caption]
+    return "\n".join(str(e.value) for e in elements)
+
+
+def charts(app: AppTest) -> int:
+    return len(app.get("vega_lite_chart"))
+
+
+def test_auth_modes():
+    assert auth_mode({"auth": {"client_id": "x"}}, "0.0.0.0") == "oidc"
+    assert auth_mode({"dashboard": {"password": "pw"}}, "0.0.0.0") == "password"
+    assert auth_mode({}, "127.0.0.1") == "open"
+    assert auth_mode({}, "0.0.0.0") == "refused"
+    assert auth_mode({}, None) == "refused"  # streamlit's default binds every interface
+
+
+def test_overview_shows_models_findings_and_drift(seeded: SeededStore):
+    app = open_page()
+    assert [w.value for w in app.warning] == [OPEN_BANNER]
+    assert "counterfeit-detector" in [s.value for s in app.subheader]
+    (open_findings,) = [m for m in app.metric if m.label == "open findings"]
+    assert open_findings.value == "2"  # the repeat audit: probe sensitivity + spurious channels
+    assert charts(app) == 1  # the spearman sparkline
+    assert f"last audit **#{seeded.repeat_audit}** succeeded" in texts(app)
+
+
+def test_audit_page_shows_every_finding_with_its_evidence(seeded: SeededStore):
+    app = open_page("views/audit.py", audit=seeded.shortcut_audit)
+    page = texts(app)
+    for title in (
+        "most relevant channels of layer3 for class 'fake'",
+        "grayscale flips",
+        "Jensen-Shannon",
+    ):
+        assert title in page
+    assert "Dose-response over k" in page
+    assert "Channel " in page and "top samples by activation" in page
+    assert len(app.get("image")) >= 2  # gallery strips: samples and heatmaps
+    # dropout (finding + audit), dose-response, relevance, probes (finding + audit)
+    assert charts(app) >= 6
+    assert app.dataframe[0].value["probe"].tolist() == ["grayscale"]
+
+
+def test_sample_explorer_explains_and_finds_neighbours(seeded: SeededStore):
+    app = open_page("views/samples.py", audit=seeded.shortcut_audit)
+    assert app.metric[0].label == "predicted"
+    images = len(app.get("image"))
+    assert images >= 3  # the sample, its heatmap, its neighbours
+    method = next(s for s in app.selectbox if s.label == "Relevance method")
+    method.set_value("grad_cam").run()
+    assert not app.exception, [e.value for e in app.exception]
+    space = next(s for s in app.selectbox if s.label == "Feature space")
+    assert space.options[0].startswith("the audit's embedding")
+
+
+def test_embeddings_page_maps_the_samples(seeded: SeededStore):
+    app = open_page("views/embeddings.py", audit=seeded.shortcut_audit, cluster=0)
+    assert len(app.get("plotly_chart")) == 1
+    assert "Cluster 0" in [s.value for s in app.subheader]
+    assert any(m.label == "members" for m in app.metric)
+    colour = next(s for s in app.selectbox if s.label == "Colour by")
+    assert {"predicted", "label", "finding", "set"} <= set(colour.options)
+
+
+def test_drift_page_timeline_and_comparison(seeded: SeededStore):
+    app = open_page("views/drift.py", a=seeded.control_audit, b=seeded.shortcut_audit)
+    page = texts(app)
+    for statistic in ("spearman", "jaccard_top_k", "js_distance"):
+        assert f"**{statistic}**" in page
+    assert "drift alerts" in page
+    labels = {m.label: m.value for m in app.metric}
+    assert float(labels["top-k overlap (Jaccard)"]) < 1  # the shortcut model ranks other channels
+    assert charts(app) >= 5
+
+
+def test_verdict_round_trips_and_carries_over(seeded: SeededStore):
+    app = open_page(secrets={"dashboard": {"password": "s3cret"}})
+    assert not app.metric  # the login form, nothing else
+    app.text_input[0].input("Dr. Expert")
+    app.text_input[1].input("s3cret")
+    app.button[0].click().run()
+    app.switch_page("views/review.py")
+    app.query_params["audit"] = str(seeded.shortcut_audit)
+    app.run()
+    kinds = next(m for m in app.multiselect if m.label == "Kind")
+    kinds.set_value(["spurious_channels"]).run()
+    (radio,) = app.radio
+    radio.set_value("confirmed")
+    app.text_area[0].input("green tint on every fake")
+    next(b for b in app.button if b.label == "Save verdict").click().run()
+    assert not app.exception
+
+    store = AuditStore(seeded.url)
+    (finding,) = [f for f in store.findings(seeded.shortcut_audit) if f.kind == "spurious_channels"]
+    (review,) = store.reviews(finding.id)
+    assert (review.status, review.reviewer, review.comment) == (
+        "confirmed",
+        "Dr. Expert",
+        "green tint on every fake",
+    )
+
+    later = open_page("views/review.py", audit=seeded.repeat_audit)
+    status = next(m for m in later.multiselect if m.label == "Status")
+    status.set_value(["confirmed"]).run()
+    page = texts(later)
+    assert "Previous verdict of this finding" in page
+    assert f"on the same finding in audit #{seeded.shortcut_audit}" in page
+
+
+def test_wrong_password_shows_nothing(seeded: SeededStore):
+    app = open_page(secrets={"dashboard": {"password": "s3cret"}})
+    app.text_input[0].input("Mallory")
+    app.text_input[1].input("guess")
+    app.button[0].click().run()
+    assert [e.value for e in app.error] == ["Wrong password."]
+    assert not app.subheader
+
+
+def test_refuses_to_run_open_off_loopback(seeded_store: SeededStore, monkeypatch):
+    monkeypatch.setenv("AUDITOR_DB_URL", seeded_store.url)
+    before = st_config.get_option("server.address")
+    st_config.set_option("server.address", "0.0.0.0")
+    try:
+        app = open_page()
+    finally:
+        st_config.set_option("server.address", before)
+    assert "No login is configured" in app.error[0].value
+    assert not app.subheader
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[int]]:
+    """100 audits over three models, the newest with 10 000 mapped samples."""
+    root = tmp_path_factory.mktemp("synthetic")
+    url = f"sqlite:///{root / 'auditor.db'}"
+    return url, seed_synthetic(url, root / "artifacts", audits=100, samples=10_000)
+
+
+def count_statements(store: AuditStore) -> list[str]:
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    return statements
+
+
+def test_overview_and_review_queries_stay_bounded(synthetic):
+    url, _ = synthetic
+    store = AuditStore(url)
+    statements = count_statements(store)
+    cards = queries.model_cards(store)
+    assert len(statements) <= 5  # BEGIN + 4 queries, whatever the number of audits
+    assert [c.name for c in cards] == ["model-0", "model-1", "model-2"]
+    assert all(len(c.drift) == 30 for c in cards)  # the sparkline keeps the newest 30 audits
+    assert (
+        cards[0].to_review == 0
+    )  # its newest audit's fingerprints were reviewed in earlier audits
+
+    statements.clear()
+    page = queries.review_queue(store, queries.ReviewFilter(), limit=20, offset=40)
+    assert len(statements) <= 3  # BEGIN + count + page
+    assert (len(page.items), page.total) == (20, 400)
+    assert all(item.verdict and item.verdict.status == "confirmed" for item in page.items)
+    unreviewed = queries.review_queue(
+        store, queries.ReviewFilter(statuses=(queries.UNREVIEWED,)), limit=20
+    )
+    assert unreviewed.total == 0
+
+
+def test_pages_render_over_100_audits_and_10000_samples(synthetic, monkeypatch, loopback):
+    url, ids = synthetic
+    monkeypatch.setenv("AUDITOR_DB_URL", url)
+    review = open_page("views/review.py")
+    assert "0 findings match" in texts(review)  # every fingerprint was confirmed once
+    embeddings = open_page("views/embeddings.py", audit=ids[-1])
+    assert len(embeddings.get("plotly_chart")) == 1
+    assert "10000 of 10000 samples mapped" in texts(embeddings)
