@@ -126,6 +126,7 @@ with prediction:
         class_name(model, predicted),
         f"label: {class_name(model, int(samples.labels[row]))}",
         delta_color="off",
+        delta_arrow="off",
     )
     classes = [class_name(model, c) for c in range(len(probabilities))]
     st.altair_chart(charts.probability_chart(classes, probabilities.tolist()), width="stretch")
