@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from auditor.cli_dashboard import dashboard
 from auditor.cli_explore import neighbours
 from auditor.cli_ops import schedule
 from auditor.errors import AuditorError
@@ -109,6 +110,7 @@ def db_current(
 
 app.command("neighbours")(neighbours)
 app.command()(schedule)
+app.command("dashboard")(dashboard)
 
 
 def _quiet_libraries() -> None:
