@@ -97,3 +97,4 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
     console.print(f"stored in: {display_url(config.store_url)} (audit {outcome.audit_id})")
     if outcome.report_path:
         console.print(f"report:    {outcome.report_path}")
+    console.print(f"review it: auditor dashboard --db {config.store_url}")
