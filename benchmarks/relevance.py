@@ -29,10 +29,8 @@ from __future__ import annotations
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from torch import nn
 from auditor.graph import ModelGraph
 from auditor.relevance import channel_relevance, explain
 from auditor.zoo import SmallResNet
+from benchmarks.timing import median_seconds, status_kib
 
 BATCH, SIZE, WIDTH, BLOCKS, CLASSES = 32, 64, 32, (2, 2, 2, 2), 10
 COMPOSITE = "epsilon_plus"
@@ -103,40 +102,15 @@ CASES: dict[str, Callable[[Setup], Callable[[], torch.Tensor]]] = {
 }
 
 
-def _median_seconds(runs: dict[str, Callable[[], torch.Tensor]]) -> dict[str, dict[str, float]]:
-    """Median CPU time (this process, one thread) and wall time of each run, interleaved."""
-    for run in runs.values():
-        for _ in range(WARMUP):
-            run()
-    times: dict[str, dict[str, list[float]]] = {name: {"cpu": [], "wall": []} for name in runs}
-    for _ in range(REPEATS):
-        for name, run in runs.items():
-            cpu, wall = time.process_time(), time.perf_counter()
-            run()
-            times[name]["cpu"].append(time.process_time() - cpu)
-            times[name]["wall"].append(time.perf_counter() - wall)
-    return {
-        name: {clock: statistics.median(t) for clock, t in clocks.items()}
-        for name, clocks in times.items()
-    }
-
-
-def _status_kib(field: str) -> int:
-    line = next(
-        li for li in Path("/proc/self/status").read_text().splitlines() if li.startswith(field)
-    )
-    return int(line.split()[1])
-
-
 def peak_memory_mib(case: str) -> float:
     """Peak resident memory growth (MiB) over one call of `case` after a warm-up call."""
     run = CASES[case](_setup())
     run()
     gc.collect()
-    before = _status_kib("VmRSS:")
+    before = status_kib("VmRSS:")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark VmHWM
     run()
-    return (_status_kib("VmHWM:") - before) / 1024
+    return (status_kib("VmHWM:") - before) / 1024
 
 
 def _peak_in_subprocess(case: str) -> float:
@@ -187,7 +161,9 @@ def _figures(where: str, seconds: dict[str, dict[str, float]], target: bool) -> 
 def lrp_channel_relevance() -> dict[str, Any]:
     """Time and peak-memory ratios of LRP to a plain gradient, at the layer and at the input."""
     s = _setup()
-    seconds = _median_seconds({name: make(s) for name, make in CASES.items()})
+    seconds = median_seconds(
+        {name: make(s) for name, make in CASES.items()}, warmup=WARMUP, repeats=REPEATS
+    )
     return {
         "setup": f"SmallResNet(width={WIDTH}, blocks={BLOCKS}), {SIZE}x{SIZE} inputs, batch "
         f"{BATCH}, float32, {torch.get_num_threads()} thread, layer {s.layer}, composite "

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import relevance, srd
+from benchmarks import dropout, relevance, srd
 
 Benchmark = Callable[[], dict[str, Any]]
 
 BENCHMARKS: list[Benchmark] = [
     relevance.lrp_channel_relevance,
     srd.bench_srd,
+    dropout.dropout_validation_cost,
 ]
 
 RESULTS = Path(__file__).with_name("results.json")

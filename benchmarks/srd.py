@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 from auditor.graph import ModelGraph
 from auditor.relevance.srd import SRD
 from auditor.zoo import SmallResNet
+from benchmarks.timing import median_seconds, status_kib
 
 BATCH, SIZE, REPS = 32, 64, 7
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,33 +58,17 @@ VARIANTS: dict[str, Callable[[SRD, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _median_seconds(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field))
-    return int(line.split()[1])
-
-
 def _peak_growth_bytes(variant: str, batch: int, size: int) -> int:
     """In this process: resident-set peak over one run of `variant`, above the set before it."""
     torch.set_num_threads(1)
     srd, inputs = _setup(batch, size)
     run = VARIANTS[variant]
     run(srd, inputs)
-    before = _status_kib("VmRSS:")
+    before = status_kib("VmRSS:")
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset VmHWM to the current resident set
     run(srd, inputs)
-    return (_status_kib("VmHWM:") - before) * 1024
+    return (status_kib("VmHWM:") - before) * 1024
 
 
 def _peak_in_child(variant: str, batch: int, size: int) -> int:
@@ -104,10 +87,11 @@ def bench_srd(batch: int = BATCH, size: int = SIZE, reps: int = REPS) -> dict:
     torch.set_num_threads(1)
     try:
         srd, inputs = _setup(batch, size)
-        seconds = {
-            name: _median_seconds(lambda fn=fn: fn(srd, inputs), reps)
-            for name, fn in VARIANTS.items()
-        }
+        timed = median_seconds(
+            {name: (lambda fn=fn: fn(srd, inputs)) for name, fn in VARIANTS.items()},
+            warmup=1, repeats=reps,
+        )
+        seconds = {name: t["wall"] for name, t in timed.items()}
     finally:
         torch.set_num_threads(threads)
     peak = {name: _peak_in_child(name, batch, size) for name in VARIANTS}

@@ -10,6 +10,7 @@ import streamlit as st
 from PIL import Image
 
 from auditor.gallery_render import diverging
+from auditor.store import AuditRow
 from dashboards import data
 from dashboards.charts import SEVERITY_COLOURS
 from dashboards.queries import AuditSummary, Verdict
@@ -94,6 +95,22 @@ def thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], per_row: i
             columns, images[start : start + per_row], captions[start : start + per_row]
         ):
             column.image(display_image(image), caption=caption, width="stretch")
+
+
+def page_audit(title: str, *, succeeded_only: bool) -> tuple[str, AuditRow]:
+    """The head of a one-audit page: its title, the database URL and the audit picked (the page
+    stops with a hint when there is none)."""
+    st.title(title)
+    url = data.db_url()
+    data.open_store(url)
+    audits = data.recent_audits(url)
+    if succeeded_only:
+        audits = [a for a in audits if a.status == "succeeded"]
+    chosen = audit_picker("Audit", audits)
+    if chosen is None:
+        no_audits()
+        st.stop()
+    return url, data.audit(url, chosen.id)
 
 
 def no_audits() -> None:

@@ -161,14 +161,7 @@ def probe_table(audit: AuditRow) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-st.title("Audit")
-url = data.db_url()
-data.open_store(url)
-chosen = widgets.audit_picker("Audit", data.recent_audits(url))
-if chosen is None:
-    widgets.no_audits()
-    st.stop()
-audit = data.audit(url, chosen.id)
+url, audit = widgets.page_audit("Audit", succeeded_only=False)
 model = audit.model_version.model.name if audit.model_version else audit.model_uri
 st.caption(
     f"model **{model}** · `{audit.model_uri}` · {audit.status} · started {audit.started_at:%Y-%m-%d %H:%M} UTC"

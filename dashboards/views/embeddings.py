@@ -145,16 +145,7 @@ def cluster_details(stored: EmbeddingFiles, audit: AuditRow, cluster: int) -> No
     )
 
 
-st.title("Embeddings")
-url = data.db_url()
-data.open_store(url)
-chosen = widgets.audit_picker(
-    "Audit", [a for a in data.recent_audits(url) if a.status == "succeeded"]
-)
-if chosen is None:
-    widgets.no_audits()
-    st.stop()
-audit = data.audit(url, chosen.id)
+url, audit = widgets.page_audit("Embeddings", succeeded_only=True)
 stored = data.embedding_files(url, audit.id)
 if stored is None or not stored.maps:
     st.info(

@@ -59,16 +59,7 @@ def class_name(model: inference.AuditedModel, index: int) -> str:
     return "–" if index < 0 else names[index] if names and index < len(names) else str(index)
 
 
-st.title("Sample explorer")
-url = data.db_url()
-data.open_store(url)
-chosen = widgets.audit_picker(
-    "Audit", [a for a in data.recent_audits(url) if a.status == "succeeded"]
-)
-if chosen is None:
-    widgets.no_audits()
-    st.stop()
-audit = data.audit(url, chosen.id)
+url, audit = widgets.page_audit("Sample explorer", succeeded_only=True)
 try:
     model = data.audited_model(audit.id, audit.config_yaml)
 except AuditorError as err:
