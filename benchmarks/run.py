@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import dropout, relevance, srd
+from benchmarks import dropout, faiss_knn, relevance, srd
 
 Benchmark = Callable[[], dict[str, Any]]
 
@@ -23,6 +23,7 @@ BENCHMARKS: list[Benchmark] = [
     relevance.lrp_channel_relevance,
     srd.bench_srd,
     dropout.dropout_validation_cost,
+    faiss_knn.faiss_knn,
 ]
 
 RESULTS = Path(__file__).with_name("results.json")
