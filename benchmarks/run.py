@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import dropout, faiss_knn, relevance, srd
+from benchmarks import dropout, faiss_knn, relevance, scaling, srd
 
 Benchmark = Callable[[], dict[str, Any]]
 
@@ -24,6 +24,7 @@ BENCHMARKS: list[Benchmark] = [
     srd.bench_srd,
     dropout.dropout_validation_cost,
     faiss_knn.faiss_knn,
+    scaling.audit_scaling,
 ]
 
 RESULTS = Path(__file__).with_name("results.json")
