@@ -13,6 +13,8 @@ prefers the tint, the clean control (``colour_shortcut=False``) must use the che
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 ARTEFACT_AMPLITUDE = 0.015
@@ -41,10 +43,12 @@ def _colour_field(rng: np.random.Generator, n: int, size: int, grid: int = 4) ->
     return interp @ coarse @ interp.T
 
 
-def _draw_shapes(rng: np.random.Generator, canvas: np.ndarray) -> None:
-    """Paint :data:`SHAPES` discs or rectangles in random colours onto ``canvas`` in place."""
+def _draw_shapes(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """Paint :data:`SHAPES` discs or rectangles in random colours onto ``canvas`` in place;
+    return the pixels they cover, bool ``n x size x size``."""
     n, _, size, _ = canvas.shape
     axis = np.arange(size, dtype=np.float32)
+    covered = np.zeros((n, size, size), dtype=bool)
     for _ in range(SHAPES):
         centre = size * rng.random((n, 2, 1, 1), dtype=np.float32)
         radius = size * (0.08 + 0.17 * rng.random((n, 2, 1, 1), dtype=np.float32))
@@ -54,6 +58,52 @@ def _draw_shapes(rng: np.random.Generator, canvas: np.ndarray) -> None:
         dx = (axis[None, None, :] - centre[:, 1]) / radius[:, 1]
         inside = np.where(disc, dy**2 + dx**2 <= 1.0, np.maximum(abs(dy), abs(dx)) <= 1.0)
         np.copyto(canvas, colour, where=inside[:, None])
+        covered |= inside
+    return covered
+
+
+@dataclass(frozen=True)
+class Content:
+    """Real/fake content before any cue: float32 ``images`` ``n x 3 x size x size`` (sensor noise
+    included, not yet clipped or quantised), ``labels`` (0 = real, 1 = fake, balanced, shuffled)
+    and ``background``, bool ``n x size x size``: the pixels no shape covers."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    background: np.ndarray
+
+
+def counterfeit_content(n: int, *, seed: int, size: int = 64) -> Content:
+    """The scenario's content, shared by both classes: smooth colour fields under
+    :data:`SHAPES` shapes, random saturation, Gaussian sensor noise. Deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    images = _colour_field(rng, n, size)
+    covered = _draw_shapes(rng, images)
+    luminance = np.tensordot(LUMINANCE, images, axes=(0, 1))[:, None]
+    saturation = rng.random((n, 1, 1, 1), dtype=np.float32)
+    images = 0.1 + 0.8 * (luminance + saturation * (images - luminance))
+    noise_std = NOISE_MAX * rng.random((n, 1, 1, 1), dtype=np.float32)
+    images += noise_std * rng.standard_normal(images.shape, dtype=np.float32)
+    return Content(images=images, labels=labels, background=~covered)
+
+
+def checkerboard(size: int) -> np.ndarray:
+    """The fakes' structural cue: a ``size x size`` checkerboard of amplitude
+    :data:`ARTEFACT_AMPLITUDE`, float32."""
+    parity = np.add.outer(np.arange(size), np.arange(size)) % 2
+    return (ARTEFACT_AMPLITUDE * (1.0 - 2.0 * parity)).astype(np.float32)
+
+
+def tint() -> np.ndarray:
+    """The fakes' luminance-free tint (shortcut data set only): float32 ``3 x 1 x 1``."""
+    return (TINT_STRENGTH * TINT_DIRECTION).astype(np.float32)[:, None, None]
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """Float ``n x 3 x H x W`` intensities to uint8 ``n x H x W x 3`` (clipped to [0, 1])."""
+    pixels = np.rint(255.0 * np.clip(images, 0.0, 1.0)).astype(np.uint8)
+    return pixels.transpose(0, 2, 3, 1).copy()
 
 
 def make_counterfeit_data(
@@ -64,19 +114,9 @@ def make_counterfeit_data(
     Returns ``(images, labels)``: uint8 ``n x size x size x 3`` and int64 ``n``. The same
     ``seed`` gives the same data; ``colour_shortcut`` toggles the fakes' luminance-free tint.
     """
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
-    images = _colour_field(rng, n, size)
-    _draw_shapes(rng, images)
-    luminance = np.tensordot(LUMINANCE, images, axes=(0, 1))[:, None]
-    saturation = rng.random((n, 1, 1, 1), dtype=np.float32)
-    images = 0.1 + 0.8 * (luminance + saturation * (images - luminance))
-    noise_std = NOISE_MAX * rng.random((n, 1, 1, 1), dtype=np.float32)
-    images += noise_std * rng.standard_normal(images.shape, dtype=np.float32)
-    fake = labels == 1
-    parity = np.add.outer(np.arange(size), np.arange(size)) % 2
-    images[fake] += (ARTEFACT_AMPLITUDE * (1.0 - 2.0 * parity)).astype(np.float32)
+    content = counterfeit_content(n, seed=seed, size=size)
+    images, fake = content.images, content.labels == 1
+    images[fake] += checkerboard(size)
     if colour_shortcut:
-        images[fake] += (TINT_STRENGTH * TINT_DIRECTION).astype(np.float32)[:, None, None]
-    pixels = np.rint(255.0 * np.clip(images, 0.0, 1.0)).astype(np.uint8)
-    return pixels.transpose(0, 2, 3, 1).copy(), labels
+        images[fake] += tint()
+    return to_pixels(images), content.labels
