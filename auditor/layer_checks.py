@@ -1,6 +1,6 @@
 """Checks that run on the audit's relevance pass at the audited layer: each probe with its
-neutral twin, the activation shift of a channel set under a probe, the per-class analysis
-(seed 000 ranks the channels of the counterfeit class), and dropout statistics.
+neutral twin, the activation shift of a channel set under a probe, and the per-class analysis
+(seed 000 ranks the channels of the counterfeit class).
 
 The trunk's cost is paid once by the relevance pass; these stages reuse its cached
 activations and logits, and run the trunk again only on probed images.
@@ -8,45 +8,22 @@ activations and logits, and run the trunk again only on probed images.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
-from auditor.checks.dose_response import drop_margins
 from auditor.checks.dropout import dropout_validation, random_channel_sets, rank_channels
 from auditor.checks.metrics import condition_metrics
-from auditor.checks.probes import Probe, neutral_perturbation, relative_drop
-from auditor.checks.statistics import dropout_evidence
+from auditor.checks.probes import Probe, change_norms, neutral_perturbation, relative_drop
 from auditor.config import AuditConfig
 from auditor.graph import SplitModel
 from auditor.passes import LayerPass, RelevancePass, layer_pass
 from auditor.results import (
     ChannelTable,
     ClassAnalysis,
-    DropoutTable,
     OcclusionMap,
     ProbeResult,
     ProbeShift,
 )
 from auditor.samples import SampleSet
-
-
-def with_statistics(
-    dropout: DropoutTable,
-    head: torch.fx.GraphModule,
-    activations: torch.Tensor,
-    top: list[int],
-    random_sets: list[list[int]],
-    seed: int,
-    config: AuditConfig,
-) -> DropoutTable:
-    """The dropout table with the bootstrap interval, p-value and effect size of its top-k."""
-    margins = drop_margins(head, activations, [top, *random_sets], config.batch_size)
-    statistics = dropout_evidence(
-        margins[0], margins[1:], seed=seed,
-        n_boot=config.dropout.bootstrap_replicates, confidence=config.dropout.confidence,
-    )
-    return replace(dropout, statistics=statistics)
 
 
 def run_probe(
@@ -60,25 +37,25 @@ def run_probe(
     config: AuditConfig,
 ) -> tuple[ProbeResult, LayerPass]:
     """One probe and its neutral twin, through the trunk once each; also returns the probed
-    pass for the per-class activation statistics."""
+    pass for the per-class activation statistics. The probe runs once per image: the probed
+    pass records each image's change norm, which sizes its neutral twin."""
     name = probe.label
-
-    def rng(start: int) -> torch.Generator:
-        return torch.Generator().manual_seed(config.seed * 1_000_003 + 500_009 + start)
+    sizes = torch.empty(len(samples.images))
 
     def probed(batch: torch.Tensor, start: int) -> torch.Tensor:
-        return probe(batch, rng(start))
+        rng = torch.Generator().manual_seed(config.seed * 1_000_003 + 500_009 + start)
+        out = probe(batch, rng)
+        sizes[start : start + len(batch)] = change_norms(batch, out)
+        return out
 
     def neutral(batch: torch.Tensor, start: int) -> torch.Tensor:
-        return neutral_perturbation(
-            batch, probe(batch, rng(start)), seed=config.seed * 1_000_003 + start
-        )
+        size = sizes[start : start + len(batch)]
+        return neutral_perturbation(batch, size, seed=config.seed * 1_000_003 + start)
 
     run = {"preprocess": config.preprocess, "batch_size": config.batch_size}
     probed_pass = layer_pass(split, samples.images, probed, **run, description=f"probe {name}")
     neutral_pass = layer_pass(split, samples.images, neutral, **run, description=f"neutral twin of {name}")
-    images = torch.from_numpy(samples.images)
-    norm = float((probe(images, rng(0)) - images).flatten(start_dim=1).norm(dim=1).mean())
+    norm = float(sizes.mean())
     shift = probe_shift(name, base, probed_pass, None, channels.top_k, random_sets)
     result = ProbeResult(
         name=name,
@@ -134,13 +111,11 @@ def analyse_class(
         relevance=[float(r) for r in relevance],
         top_k=top,
         bottom_k=bottom,
-        dropout=with_statistics(
-            dropout_validation(
-                split.head, base.activations[index], samples.labels[index.numpy()],
-                top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
-            ),
-            split.head, base.activations[index], top, random_sets,
-            seed=config.seed + 7919 * (class_index + 1), config=config,
+        dropout=dropout_validation(
+            split.head, base.activations[index], samples.labels[index.numpy()],
+            top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
+            seed=config.seed + 7919 * (class_index + 1),
+            n_boot=config.dropout.bootstrap_replicates, confidence=config.dropout.confidence,
         ),
         probe_shifts=[
             probe_shift(name, base, p, index, top, random_sets) for name, p in probed.items()

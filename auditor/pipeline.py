@@ -29,7 +29,7 @@ from auditor.drift import explanation_drift
 from auditor.embeddings import layer_embeddings
 from auditor.errors import AuditorError, ConfigError, SampleError
 from auditor.graph import ModelGraph, SplitModel
-from auditor.layer_checks import analyse_class, run_probe, with_statistics
+from auditor.layer_checks import analyse_class, run_probe
 from auditor.mlflow_io import LoadedModel, load_model
 from auditor.mlflow_log import log_audit
 from auditor.passes import relevance_pass
@@ -153,9 +153,8 @@ def run_checks(config: AuditConfig, artifact_dir: Path | None = None) -> AuditRu
         dropout = dropout_validation(
             split.head, base.activations, samples.labels,
             top_k=top, bottom_k=bottom, random_sets=random_sets, batch_size=config.batch_size,
-        )
-        dropout = with_statistics(
-            dropout, split.head, base.activations, top, random_sets, config.seed, config
+            seed=config.seed,
+            n_boot=config.dropout.bootstrap_replicates, confidence=config.dropout.confidence,
         )
     with timer.stage("dose_response"):
         dose = None

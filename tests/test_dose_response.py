@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.checks.dose_response import dose_ks, dose_response, drop_margins
+from auditor.checks.dose_response import dose_ks, dose_response
+from auditor.checks.dropout import head_logits
+from auditor.checks.metrics import margin_lost
 from auditor.config import Preprocess
 from auditor.demo.train import MEAN, STD
 from auditor.graph import ModelGraph
@@ -86,9 +88,11 @@ def test_dose_response_is_deterministic_and_reuses_the_dropout_conditions(first_
     assert again.points[0] == curve.points[2]
     top, bottom = curve.points[2].top_k, curve.points[2].bottom_k
     order = np.argsort(-relevance, kind="stable")
-    margins = drop_margins(
-        head, activations, [order[:6].tolist(), order[::-1][:6].tolist(), []], 64
-    )
+    base = head_logits(head, activations, [], 64)
+    margins = np.stack([
+        margin_lost(head_logits(head, activations, drop, 64), base)
+        for drop in [order[:6].tolist(), order[::-1][:6].tolist(), []]
+    ])  # fmt: skip
     assert margins.shape == (3, len(labels))
     assert margins[0].mean() == pytest.approx(top.margin_drop)
     assert margins[1].mean() == pytest.approx(bottom.margin_drop)

@@ -15,7 +15,7 @@ import torch
 from torch import fx
 
 from auditor.checks.dropout import head_logits, random_channel_sets, rank_channels
-from auditor.checks.metrics import condition_metrics_and_margins, margin_lost
+from auditor.checks.metrics import condition_metrics_and_margins
 from auditor.checks.statistics import dropout_evidence
 from auditor.results import DosePoint, DoseResponse
 
@@ -26,20 +26,6 @@ def dose_ks(n_channels: int, fractions: Sequence[float]) -> list[int]:
     """k = round(f * C) per fraction, at least 1 and at most C // 2 (random-k is drawn outside
     the top-k), without repeats, ascending."""
     return sorted({min(n_channels // 2, max(1, round(f * n_channels))) for f in fractions})
-
-
-def drop_margins(
-    head: fx.GraphModule,
-    activations: torch.Tensor,
-    drop_sets: Sequence[Sequence[int]],
-    batch_size: int,
-) -> np.ndarray:
-    """Per-sample share of margin lost (`margin_lost`) with each channel set dropped:
-    S x N, one row per set, for `auditor.checks.statistics.dropout_evidence`."""
-    base = head_logits(head, activations, [], batch_size)
-    return np.stack(
-        [margin_lost(head_logits(head, activations, drop, batch_size), base) for drop in drop_sets]
-    )
 
 
 def dose_response(

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import fx
 
-from auditor.checks.metrics import condition_metrics
-from auditor.results import DropoutTable
+from auditor.checks.metrics import condition_metrics, condition_metrics_and_margins
+from auditor.checks.statistics import dropout_evidence
+from auditor.results import ConditionMetrics, DropoutTable
 
 
 def rank_channels(relevance: np.ndarray, k: int) -> tuple[list[int], list[int]]:
@@ -58,17 +59,34 @@ def dropout_validation(
     bottom_k: list[int],
     random_sets: list[list[int]],
     batch_size: int,
+    seed: int | None = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
 ) -> DropoutTable:
+    """Every condition through the head once. With a `seed`, the table also carries the
+    statistics of the top-k against the random sets (bootstrap interval over samples, empirical
+    p-value, effect size; `auditor.checks.statistics.dropout_evidence`), from the per-sample
+    margins the same head passes produced."""
     base = head_logits(head, activations, [], batch_size)
 
-    def measure(drop: Sequence[int]):
-        return condition_metrics(head_logits(head, activations, drop, batch_size), base, labels)
+    def measure(drop: Sequence[int]) -> tuple[ConditionMetrics, np.ndarray]:
+        logits = head_logits(head, activations, drop, batch_size)
+        return condition_metrics_and_margins(logits, base, labels)
 
+    top, top_margins = measure(top_k)
+    randoms = [measure(s) for s in random_sets]
+    statistics = None
+    if seed is not None:
+        statistics = dropout_evidence(
+            top_margins, np.stack([margins for _, margins in randoms]),
+            seed=seed, n_boot=n_boot, confidence=confidence,
+        )
     return DropoutTable(
         k=len(top_k),
         baseline=condition_metrics(base, base, labels),
-        top_k=measure(top_k),
-        random_k=[measure(s) for s in random_sets],
-        bottom_k=measure(bottom_k),
+        top_k=top,
+        random_k=[metrics for metrics, _ in randoms],
+        bottom_k=measure(bottom_k)[0],
         random_sets=random_sets,
+        statistics=statistics,
     )

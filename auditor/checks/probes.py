@@ -50,7 +50,7 @@ import io
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, fields, replace
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
@@ -180,25 +180,6 @@ def build_probe(entry: str | Mapping[str, Any]) -> Probe:
         where = "".join(f"{p}: " for p in first["loc"][:1])
         problem = first["ctx"]["error"] if first["type"] == "value_error" else first["msg"]
         raise ValueError(f"probe '{name}': {where}{problem}") from None
-
-
-class _DefaultProbes(Mapping[str, Probe]):
-    """Every registered probe with its default parameters, by name (read-only, live)."""
-
-    def __getitem__(self, name: str) -> Probe:
-        try:
-            return build_probe(name)
-        except ValueError as err:
-            raise KeyError(name) from err
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(known_probes())
-
-    def __len__(self) -> int:
-        return len(known_probes())
-
-
-PROBES: Mapping[str, Probe] = _DefaultProbes()
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -463,12 +444,17 @@ def place_probe(
     return probe, None
 
 
-def neutral_perturbation(images: torch.Tensor, probed: torch.Tensor, seed: int) -> torch.Tensor:
-    """Gaussian noise with, per image, the L2 norm of the probe's change, clipped to [0, 1]:
-    a perturbation of the same size that removes no particular cue."""
+def change_norms(images: torch.Tensor, probed: torch.Tensor) -> torch.Tensor:
+    """Per image, the L2 norm of the probe's change `||probed - images||`."""
+    return (probed - images).flatten(start_dim=1).norm(dim=1)
+
+
+def neutral_perturbation(images: torch.Tensor, size: torch.Tensor, seed: int) -> torch.Tensor:
+    """Gaussian noise with, per image, the L2 norm `size` (the probe's change, from
+    `change_norms`), clipped to [0, 1]: a perturbation of the same size that removes no
+    particular cue."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
-    size = (probed - images).flatten(start_dim=1).norm(dim=1)
     scale = size / noise.flatten(start_dim=1).norm(dim=1).clamp(min=1e-12)
     return (images + noise * scale.reshape(-1, 1, 1, 1)).clamp(0.0, 1.0)
 
