@@ -1,12 +1,15 @@
 """The `auditor` command line.
 
 Every failure caused by input ends as one line `error: ... -- fix: ...` on stderr and exit
-status 2 (1 for an unexpected internal error, 130 when interrupted), never a traceback.
+status 2 (1 for an unexpected internal error), never a traceback. An audit stopped by Ctrl-C
+or SIGTERM is stored as cancelled and ends as one line `audit <id> cancelled (SIGINT): ...`
+with exit status 130 (SIGINT) or 143 (SIGTERM); any other command interrupted exits 130.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from auditor.cancellation import AuditCancelled, CancelRequest
 from auditor.cli_dashboard import dashboard
 from auditor.cli_explore import neighbours
 from auditor.cli_ops import schedule
@@ -126,12 +130,16 @@ def main() -> None:
     _quiet_libraries()
     try:
         app()
+    except AuditCancelled as err:  # stopped on purpose: no "error:", the conventional status
+        err_console.print(str(err), style="yellow", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
     except AuditorError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]: the audit was recorded as failed")
-        sys.exit(130)
+    except (KeyboardInterrupt, CancelRequest) as err:  # outside an audit (none was stored)
+        signum = getattr(err, "signum", signal.SIGINT)
+        err_console.print(f"interrupted ({signal.Signals(signum).name})", style="yellow")
+        sys.exit(128 + signum)
     except Exception as err:  # an unexpected failure: still one line, with where to report it
         err_console.print(
             f"[bold red]internal error:[/] {type(err).__name__}: {err} -- please report this "

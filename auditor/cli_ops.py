@@ -1,8 +1,9 @@
 """Operations commands of the `auditor` CLI: `auditor schedule` (registered in auditor/cli.py).
 
 Exit status of `auditor schedule --once`: 0 when every job succeeded, 3 when at least one
-failed or was skipped (the table on stdout and the health file say which and why), 2 for a
-bad schedule or audit config. The daemon exits 0 after a SIGTERM / SIGINT.
+failed, was cancelled (stopped by a SIGTERM / SIGINT) or was skipped (the table on stdout and
+the health file say which and why), 2 for a bad schedule or audit config. The daemon exits 0
+after a SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from rich.table import Table
 from auditor.scheduler_health import JobResult
 
 JOBS_FAILED_EXIT = 3
-STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "skipped": "yellow",
+}
 
 
 def schedule(

@@ -7,7 +7,7 @@ daemon was down still starts within `misfire_grace_time_s`. Audits run one at a 
 worker: they are CPU-bound), each in its own process (`auditor.scheduler_runner`).
 
 SIGTERM / SIGINT: no new audit starts, the running one gets `shutdown_grace_s` to finish and
-is then stopped and recorded as failed; the daemon exits 0. Liveness: the health file and the
+is then stopped and recorded as cancelled; the daemon exits 0. Liveness: the health file and the
 optional HTTP endpoint of `auditor.scheduler_health`.
 """
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 DaemonStatus = Literal["starting", "running", "stopping", "stopped"]
-JobStatus = Literal["succeeded", "failed", "skipped"]
+JobStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 STALE_AFTER_HEARTBEATS = 3
 
 

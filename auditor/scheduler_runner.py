@@ -2,9 +2,9 @@
 
 Each audit runs in a fresh process (spawned, not forked: the daemon has threads), so that
 it can be stopped when the scheduler must shut down: on SIGTERM the child raises
-`AuditStopped` inside the audit, which `run_audit` records as the audit's failure. The model
-URI is resolved in the child, at run time: a job watching `models:/name@alias` audits
-whichever version the alias points at when the run starts.
+`AuditStopped` inside the audit, which `run_audit` records as the audit's cancellation (the
+job's result is `cancelled` too). The model URI is resolved in the child, at run time: a job
+watching `models:/name@alias` audits whichever version the alias points at when the run starts.
 
 Runs that fail because MLflow or the database is unreachable (`MlflowUnreachableError`,
 `StoreError`) are retried with exponential backoff (`retry` in the schedule); the
@@ -26,12 +26,13 @@ from types import FrameType
 from typing import get_args
 from urllib.parse import urlparse
 
+from auditor.cancellation import AuditCancelled, CancelRequest
 from auditor.config import AuditConfig, load_config
 from auditor.errors import AuditorError, MlflowUnreachableError, StoreError
 from auditor.mlflow_io import REMOTE_SCHEMES, check_tracking_server
 from auditor.results import Severity
 from auditor.scheduler_config import JobSpec, RetrySettings
-from auditor.scheduler_health import Health, JobResult, now_iso
+from auditor.scheduler_health import Health, JobResult, JobStatus, now_iso
 from auditor.store import AuditStore
 
 logger = logging.getLogger(__name__)
@@ -39,25 +40,26 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RETRYABLE = (MlflowUnreachableError, StoreError)
 POLL_S = 0.5
-KILL_AFTER_S = 60.0  # a stopped audit process gets this long to record its failure
+KILL_AFTER_S = 60.0  # a stopped audit process gets this long to record its cancellation
 
 
-class AuditStopped(BaseException):
+class AuditStopped(CancelRequest):
     """Raised inside the audit process when the scheduler must stop it. Not an `Exception`, so
     that no `except Exception` on the way (model loading, a library) can swallow it; the
-    pipeline records it as the audit's error like an interruption."""
+    pipeline records the audit as cancelled, with this message as the reason."""
 
     def __init__(self) -> None:
         super().__init__(
             "audit stopped: the scheduler shut down before it finished; the job runs again at "
-            "its next scheduled time (raise shutdown_grace_s to let audits finish)"
+            "its next scheduled time (raise shutdown_grace_s to let audits finish)",
+            signal.SIGTERM,
         )
 
 
 class Shutdown:
     """SIGTERM / SIGINT handling of the daemon and of `--once`: the first signal stops new
     audits from starting and gives the running one `grace_s` seconds to finish; after that
-    (or at a second signal) it is stopped, and recorded as failed."""
+    (or at a second signal) it is stopped, and recorded as cancelled."""
 
     def __init__(self, grace_s: float):
         self.requested = threading.Event()
@@ -85,10 +87,11 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one attempt reports: the stored audit, or why it failed."""
+    """What one attempt reports: the stored audit, or why it failed (or was cancelled)."""
 
     error: str | None = None
     retryable: bool = False
+    cancelled: bool = False  # stopped by the scheduler's shutdown (error says so)
     audit_id: int | None = None
     model: str | None = None
     model_version: str | None = None
@@ -120,7 +123,7 @@ def run_job(spec: JobSpec, retry: RetrySettings, shutdown: Shutdown, health: Hea
             break
     result = JobResult(
         job_id=spec.id,
-        status="failed" if attempt.error else "succeeded",
+        status=_status(attempt),
         attempts=number,
         started_at=started_at,
         finished_at=now_iso(),
@@ -135,6 +138,12 @@ def run_job(spec: JobSpec, retry: RetrySettings, shutdown: Shutdown, health: Hea
     log("job %s %s: %s", spec.id, result.status, attempt.error or f"audit {attempt.audit_id}")
     health.job_finished(result)
     return result
+
+
+def _status(attempt: Attempt) -> JobStatus:
+    if attempt.cancelled:
+        return "cancelled"
+    return "failed" if attempt.error else "succeeded"
 
 
 def skipped(spec: JobSpec) -> JobResult:
@@ -202,7 +211,7 @@ def _in_child(config: AuditConfig, report_path: Path | None, shutdown: Shutdown)
 
 def _audit_process(config: AuditConfig, report_path: Path | None, send: Connection) -> None:
     """Body of the audit process: Ctrl-C is the daemon's to handle; SIGTERM stops the audit,
-    which `run_audit` then records as failed."""
+    which `run_audit` then records as cancelled."""
     from auditor import progress  # only the audit process needs the pipeline
     from auditor.pipeline import run_audit
 
@@ -213,11 +222,14 @@ def _audit_process(config: AuditConfig, report_path: Path | None, send: Connecti
     progress.enabled = False
     try:
         outcome = run_audit(config, report_path=report_path)
+    except AuditCancelled as err:  # stopped in the audit: stored as cancelled
+        send.send(Attempt(error=err.reason, cancelled=True, audit_id=err.audit_id))
+        return
     except AuditorError as err:
         send.send(Attempt.failed(err))
         return
-    except AuditStopped as err:
-        send.send(Attempt(error=str(err)))
+    except AuditStopped as err:  # stopped before the audit was stored
+        send.send(Attempt(error=str(err), cancelled=True))
         return
     except BaseException as err:
         send.send(Attempt(error=f"internal error: {type(err).__name__}: {err}"))

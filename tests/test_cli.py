@@ -1,9 +1,12 @@
-"""`auditor audit` as users run it: a subprocess against a real MLflow tracking server, and
-every kind of bad input ending in one clear line, a non-zero exit and no half-written audit."""
+"""`auditor audit` as users run it: a subprocess against a real MLflow tracking server, every
+kind of bad input ending in one clear line, a non-zero exit and no half-written audit, and an
+audit stopped mid-way by SIGTERM or Ctrl-C (SIGINT) stored as cancelled."""
 
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -179,3 +182,101 @@ def test_samples_that_do_not_fit_the_model(shortcut_scenario, tmp_path):
     config = audit_config(shortcut_scenario, tmp_path, preprocess={"size": [32, 48]})
     result = auditor("audit", "--config", str(write_config(tmp_path, config)))
     assert_clean_failure(result, tmp_path, "do not fit", "preprocess.size")
+
+
+# --- cancellation: SIGTERM / SIGINT while the audit runs -------------------------------------
+
+CANCEL_TIMEOUT_S = 240
+
+
+def running_audit(db: Path) -> int | None:
+    """The id of the running audit in the findings database (None before there is one)."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            row = connection.execute("SELECT id FROM audits WHERE status = 'running'").fetchone()
+    except sqlite3.OperationalError:  # the child is still creating the schema
+        return None
+    return None if row is None else row[0]
+
+
+def wait_while_running(process: subprocess.Popen, condition, what: str):
+    """Poll `condition()` until it is truthy; fail if the audit process ends first."""
+    deadline = time.monotonic() + CANCEL_TIMEOUT_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            pytest.fail(f"the audit process ended (exit {process.returncode}) before {what}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {CANCEL_TIMEOUT_S} s waiting for {what}")
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_status", "reason"),
+    [
+        (signal.SIGTERM, 143, "cancelled: terminated (SIGTERM) before the audit finished"),
+        (signal.SIGINT, 130, "cancelled: interrupted (SIGINT, Ctrl-C) before the audit finished"),
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_signal_cancels_the_running_audit(shortcut_scenario, tmp_path, signum, exit_status, reason):
+    """The signal arrives mid-audit: SIGTERM once the audit has written files into its artefact
+    folder (during the subclass maps / gallery), SIGINT as soon as the audit is running. Either
+    way: one line on stderr, exit 128 + signal, the audit stored as cancelled with no result row
+    and no alert (an `audit_failed` rule is configured), its folder and report not left behind."""
+    if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("SIGINT is ignored in this process (started in the background), so in its child")
+    config = audit_config(
+        shortcut_scenario,
+        tmp_path,
+        alerts={
+            "sinks": [{"name": "log", "type": "log"}],
+            "rules": [{"event": "audit_failed", "sinks": ["log"]}],
+        },
+    )
+    report = tmp_path / "r.json"
+    db = tmp_path / "auditor.db"
+    artifacts = tmp_path / "audit-artifacts"
+    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        process = subprocess.Popen(
+            [AUDITOR, "audit", "--config", str(write_config(tmp_path, config)),
+             "--report", str(report), "--quiet"],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        audit_id = wait_while_running(process, lambda: running_audit(db), "the audit ran")
+        if signum == signal.SIGTERM:
+            folder = artifacts / f"audit-{audit_id}"
+            wait_while_running(process, folder.exists, "the audit wrote its first files")
+        process.send_signal(signum)
+        returncode = process.wait(timeout=CANCEL_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    stderr = (tmp_path / "stderr").read_text()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert returncode == exit_status, stderr
+    name = signal.Signals(signum).name
+    assert lines == [f"audit {audit_id} cancelled ({name}): stored as cancelled, without results"]
+    store = AuditStore(f"sqlite:///{db}")
+    try:
+        [listed] = store.list_audits()
+        audit = store.get_audit(listed.id)
+        alerts = store.alerts(audit.id)
+    finally:
+        store.close()
+    assert (audit.id, audit.status, audit.error) == (audit_id, "cancelled", reason)
+    assert audit.finished_at is not None and audit.model_version is None
+    assert not (
+        audit.channel_stats or audit.dropout_results or audit.probe_results or audit.findings
+        or audit.clusters or audit.bootstrap or audit.drift_stats or audit.artefacts
+    )  # fmt: skip
+    assert alerts == []  # a cancellation is no failure: the audit_failed rule stays silent
+    assert not (artifacts / f"audit-{audit_id}").exists()
+    assert not report.exists() and not list(tmp_path.glob(".r.json*"))
+

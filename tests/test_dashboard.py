@@ -84,6 +84,24 @@ def test_overview_shows_models_findings_and_drift(seeded: SeededStore):
     assert f"last audit **#{seeded.repeat_audit}** succeeded" in texts(app)
 
 
+def test_audit_page_shows_a_cancelled_audit_as_a_warning(tmp_path, monkeypatch, loopback):
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    store = AuditStore(url)
+    audit_id = store.start_audit(
+        model_uri="models:/counterfeit@production", config_yaml="{}", config_hash="0" * 64,
+        code_version="0.1.0",
+    )  # fmt: skip
+    store.cancel_audit(audit_id, "cancelled: terminated (SIGTERM) before the audit finished")
+    store.close()
+    monkeypatch.setenv("AUDITOR_DB_URL", url)
+    app = open_page("views/audit.py", audit=audit_id)
+    assert "· cancelled ·" in texts(app)
+    assert [w.value for w in app.warning][-1] == (
+        "cancelled: terminated (SIGTERM) before the audit finished"
+    )
+    assert not app.error
+
+
 def test_audit_page_shows_every_finding_with_its_evidence(seeded: SeededStore):
     app = open_page("views/audit.py", audit=seeded.shortcut_audit)
     page = texts(app)

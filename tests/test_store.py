@@ -19,7 +19,19 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from psycopg import sql
-from sqlalchemy import Engine, column, create_engine, event, func, insert, select, table, update
+from sqlalchemy import (
+    JSON,
+    Engine,
+    column,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    table,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from auditor.errors import ConfigError, StoreError
@@ -216,7 +228,7 @@ def count(engine: Engine, row: type[Base], audit_id: int) -> int:
 def test_migrations_create_the_orm_schema(db_url: str) -> None:
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == head() == "0002"
+    assert current(db_url) == head() == "0003"
     engine = create_engine(db_url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -390,6 +402,27 @@ def test_an_audit_finishes_only_once(store: AuditStore, audit_result: AuditResul
         store.get_audit(audit_id + 100)
 
 
+def test_cancel_audit_records_a_running_audit_as_cancelled(
+    store: AuditStore, audit_result: AuditResult
+) -> None:
+    audit_id = start(store)
+    store.cancel_audit(audit_id, "cancelled: terminated (SIGTERM) before the audit finished")
+    audit = store.get_audit(audit_id)
+    assert (audit.status, audit.error) == (
+        "cancelled",
+        "cancelled: terminated (SIGTERM) before the audit finished",
+    )
+    assert audit.finished_at is not None and audit.model_version_id is None
+    assert not (audit.channel_stats or audit.findings or audit.artefacts)
+    assert liveness.owner_gone(audit_id, liveness.HOST, os.getpid())  # no longer ours to run
+    with pytest.raises(StoreError, match=f"audit {audit_id} .* is already cancelled"):
+        store.cancel_audit(audit_id, "again")
+    with pytest.raises(StoreError, match=f"audit {audit_id} .* is already cancelled"):
+        store.finish_audit(audit_id, audit_result)
+    assert store.mark_stale_running_as_failed(stale_after_s=0) == 0  # not running: left alone
+    assert store.drift_baseline("skin-lesion-cnn", "layer4") is None  # never a baseline
+
+
 def set_columns(store: AuditStore, audit_id: int, **values: object) -> None:
     with Session(store.engine) as session, session.begin():
         session.execute(update(AuditRow).where(AuditRow.id == audit_id).values(**values))
@@ -485,7 +518,7 @@ def test_unreachable_database_is_one_line_store_error() -> None:
 
 def test_schema_behind_head_needs_db_upgrade(db_url: str) -> None:
     expected = (
-        r"schema revision \(empty\), this auditor needs 0002 -- fix: run `auditor db upgrade`"
+        r"schema revision \(empty\), this auditor needs 0003 -- fix: run `auditor db upgrade`"
     )
     with pytest.raises(StoreError, match=expected):
         AuditStore(db_url, auto_upgrade=False)
@@ -638,3 +671,77 @@ def test_upgrade_from_0001_keeps_audits(db_url: str, audit_result: AuditResult) 
         assert store.get_audit(audit_id).status == "succeeded"
     finally:
         store.close()
+
+
+def test_upgrade_from_0002_keeps_audits_and_accepts_cancelled(db_url: str) -> None:
+    """0003 rebuilds the audits table on SQLite (batch mode): the rows, and the rows of its
+    child tables (foreign keys with ON DELETE CASCADE), survive; the new status is accepted,
+    unknown ones still rejected; a downgrade records cancelled audits as failed."""
+    upgrade(db_url, "0002")
+    audits = table(
+        "audits",
+        *(column(name) for name in ("id", "model_uri", "status", "config_yaml", "config_hash")),
+        column("code_version"),
+        column("started_at", UTCDateTime()),
+        column("error"),
+    )
+    findings = table(
+        "findings",
+        *(column(name) for name in ("audit_id", "kind", "severity", "title", "fingerprint")),
+        column("evidence", JSON()),
+        column("created_at", UTCDateTime()),
+    )
+
+    def audit_row(audit_id: int, status: str) -> dict[str, object]:
+        return {
+            "id": audit_id,
+            "model_uri": "models:/legacy@prod",
+            "status": status,
+            "config_yaml": "{}",
+            "config_hash": "c" * 64,
+            "code_version": "0.1.0",
+            "started_at": utcnow() - timedelta(minutes=10 - audit_id),
+            "error": "boom" if status == "failed" else None,
+        }
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            for audit_id, status in [(1, "succeeded"), (2, "failed"), (3, "running")]:
+                connection.execute(insert(audits).values(audit_row(audit_id, status)))
+            connection.execute(
+                insert(findings).values(
+                    audit_id=1, kind="probe_sensitivity", severity="high", title="colour",
+                    fingerprint="f" * 64, evidence={"excess_flip": 0.4}, created_at=utcnow(),
+                )
+            )  # fmt: skip
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(insert(audits).values(audit_row(4, "cancelled")))
+
+        upgrade(db_url)
+        store = AuditStore(db_url, auto_upgrade=False)
+        try:
+            assert [(a.id, a.status) for a in store.list_audits()] == [
+                (3, "running"),
+                (2, "failed"),
+                (1, "succeeded"),
+            ]
+            assert store.get_audit(2).error == "boom"
+            assert [f.title for f in store.findings(1)] == ["colour"]  # no cascade fired
+            store.cancel_audit(3, "cancelled: interrupted (SIGINT, Ctrl-C)")
+            assert store.get_audit(3).status == "cancelled"
+        finally:
+            store.close()
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(insert(audits).values(audit_row(4, "paused")))
+
+        command.downgrade(alembic_config(db_url), "0002")
+        with engine.connect() as connection:
+            rows = connection.execute(select(audits.c.id, audits.c.status, audits.c.error))
+            assert sorted(rows) == [
+                (1, "succeeded", None),
+                (2, "failed", "boom"),
+                (3, "failed", "cancelled: interrupted (SIGINT, Ctrl-C)"),
+            ]
+    finally:
+        engine.dispose()

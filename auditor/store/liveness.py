@@ -32,7 +32,8 @@ _running_lock = threading.Lock()
 
 
 def register(audit_id: int) -> None:
-    """Note that this process runs `audit_id` (from its start until it is finished or failed)."""
+    """Note that this process runs `audit_id` (from its start until it is finished, failed or
+    cancelled)."""
     with _running_lock:
         _running.add(audit_id)
 

@@ -33,6 +33,7 @@ from auditor.store.schema import (
     AlertRow,
     ArtefactRow,
     AuditRow,
+    AuditStatus,
     FindingRow,
     ModelVersionRow,
     RegisteredModelRow,
@@ -192,10 +193,18 @@ class AuditStore:
 
     def fail_audit(self, audit_id: int, error: str) -> None:
         """Mark a running audit `failed` with its error message."""
+        self._end_audit(audit_id, "failed", error)
+
+    def cancel_audit(self, audit_id: int, reason: str) -> None:
+        """Mark a running audit `cancelled` (stopped on purpose: Ctrl-C, SIGTERM, the
+        scheduler's shutdown) with the reason in `error`."""
+        self._end_audit(audit_id, "cancelled", reason)
+
+    def _end_audit(self, audit_id: int, status: AuditStatus, error: str) -> None:
         try:
             with self.transaction() as session:
                 audit = self._audit_for_update(session, audit_id)
-                audit.status = "failed"
+                audit.status = status
                 audit.error = error
                 audit.finished_at = utcnow()
         finally:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from auditor.results import Severity
 
-AuditStatus = Literal["running", "succeeded", "failed"]
+AuditStatus = Literal["running", "succeeded", "failed", "cancelled"]
 DropoutCondition = Literal["baseline", "top_k", "random_k", "bottom_k"]
 ProbeVariant = Literal["probed", "neutral"]
 AlertEvent = Literal["drift", "finding", "audit_failed"]
@@ -115,11 +115,13 @@ class ModelVersionRow(Base):
 
 
 class AuditRow(Base):
-    """One audit run: `running` while it works, then `succeeded` (with results) or `failed`."""
+    """One audit run: `running` while it works, then `succeeded` (with results), `failed`
+    (with the error) or `cancelled` (stopped by Ctrl-C / SIGTERM; the reason in `error`).
+    Failed and cancelled audits have no result rows."""
 
     __tablename__ = "audits"
     __table_args__ = (
-        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("status IN ('running', 'succeeded', 'failed', 'cancelled')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

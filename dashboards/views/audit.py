@@ -171,6 +171,9 @@ st.caption(
         else ""
     )
 )
+if audit.status == "cancelled":  # stopped on purpose (Ctrl-C, SIGTERM): no results, no error
+    st.warning(audit.error or "the audit was cancelled")
+    st.stop()
 if audit.status != "succeeded":
     st.error(audit.error or f"the audit is {audit.status}")
     st.stop()

@@ -12,8 +12,10 @@ from dashboards.queries import MAIN_DRIFT_STATISTIC, SEVERITIES, ModelCard
 STATUS_ICONS = {
     "succeeded": ":material/check_circle:",
     "failed": ":material/error:",
+    "cancelled": ":material/cancel:",
     "running": ":material/pending:",
 }
+ERROR_COLOURS = {"failed": "red", "cancelled": "orange"}  # the error (or reason) shown
 
 
 def model_card(card: ModelCard) -> None:
@@ -32,8 +34,8 @@ def model_card(card: ModelCard) -> None:
             st.page_link(
                 "views/audit.py", label="Open audit", query_params={"audit": str(latest.id)}
             )
-            if latest.status == "failed" and latest.error:
-                st.caption(f":red[{latest.error}]")
+            if latest.status in ERROR_COLOURS and latest.error:
+                st.caption(f":{ERROR_COLOURS[latest.status]}[{latest.error}]")
         with middle:
             total = sum(card.open_findings.values())
             st.metric(
