@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the local CPU build; anything else would pull CUDA packages
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dashboard,test]"
+	$(BIN)/pip install -q -e ".[dashboard,ray,test]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -415,6 +415,30 @@ class SubclassSettings(_Strict):
     thresholds: SubclassThresholds = Field(default_factory=SubclassThresholds)
 
 
+class ExecutorSettings(_Strict):
+    """Where the heavy passes (predictions, activations, relevance, probes, dropout,
+    embeddings) run: `local` streams batches in this process; `ray` maps them over the actors
+    of a Ray cluster (optional extra `ray`; see README "Scale")."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = Field(
+        default="auto",
+        description="ray: 'auto' (the cluster this machine belongs to, else a new local one), "
+        "'local' (a new local cluster) or 'ray://host:10001'",
+    )
+    num_workers: int = Field(default=2, ge=1, description="ray: actors holding the model")
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0, description="ray: > 0 runs the model on GPU")
+    batch_size: int | None = Field(
+        default=None, ge=1, description="samples per batch of a pass (default: batch_size)"
+    )
+    scratch_dir: str | None = Field(
+        default=None,
+        description="where downloaded / extracted sample files live during the audit (default: "
+        "the system's temporary folder); on a multi-node cluster, a folder every node reads",
+    )
+
+
 class AuditConfig(_Strict):
     """A whole audit, as read from `audit.yaml`."""
 
@@ -433,6 +457,7 @@ class AuditConfig(_Strict):
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     subclasses: SubclassSettings = Field(default_factory=SubclassSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     tracking_uri: str = Field(default_factory=default_tracking_uri)
     store_url: str = Field(default_factory=default_store_url)
     artifacts_dir: str = Field(
@@ -448,6 +473,11 @@ class AuditConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"sample set names must be unique, got {names}")
         return self
+
+    @property
+    def pass_batch_size(self) -> int:
+        """Samples per batch of the executor's passes."""
+        return self.executor.batch_size or self.batch_size
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -14,7 +14,7 @@ threshold) and `ids.json` (layer, metric and, per sample, id, set, role, label, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +22,9 @@ import numpy as np
 
 from auditor.config import AuditConfig
 from auditor.errors import SampleError
+from auditor.executors import Executor, WorkerModel
 from auditor.graph import ModelGraph
-from auditor.passes import RelevancePass, layer_pass
+from auditor.passes import ForwardTask, RelevancePass, layer_pass
 from auditor.results import ArtefactRef
 from auditor.samples import SampleSet
 
@@ -41,24 +42,24 @@ class LayerEmbeddings:
 
 
 def layer_embeddings(
+    executor: Executor,
+    model: WorkerModel,
     graph: ModelGraph,
     samples: SampleSet,
     base: RelevancePass,
-    audited_layer: str,
     config: AuditConfig,
 ) -> LayerEmbeddings:
     """The embeddings at `subclasses.embedding_layer`: the audited layer's channel means from
-    the relevance pass, or one more forward pass to another (convolutional) layer."""
-    layer = config.subclasses.embedding_layer or audited_layer
-    if layer == audited_layer:
+    the relevance pass, or one more streamed pass to another (convolutional) layer."""
+    layer = config.subclasses.embedding_layer or model.split.layer
+    if layer == model.split.layer:
         return LayerEmbeddings(layer, base.channel_activation.numpy().astype(np.float32))
-    embedded = layer_pass(
-        graph.split(layer),
+    embedded, _ = layer_pass(
+        executor,
+        replace(model, split=graph.split(layer)),
         samples.images,
-        lambda batch, _start: batch,
-        preprocess=config.preprocess,
-        batch_size=config.batch_size,
-        description=f"embeddings at {layer}",
+        ForwardTask(f"embeddings at {layer}"),
+        config.pass_batch_size,
     )
     return LayerEmbeddings(layer, embedded.channel_activation.numpy().astype(np.float32))
 

@@ -23,6 +23,8 @@ aten = torch.ops.aten
 
 CONV_OPS = {aten.conv2d.default, aten.convolution.default}
 GLOBAL_POOL_OPS = {aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.flatten.using_ints}
+#: the submodule `torch.export` adds to check input shapes (not picklable)
+GUARDS_MODULE = "_guards_fn"
 #: meta key on a head's input placeholder: the layer whose output it is (the head's input is an
 #: activation, not the image; LRP's input-layer rules must not apply to it)
 CUT_LAYER = "auditor_cut_layer"
@@ -81,6 +83,16 @@ class ModelGraph:
                 "make forward() free of data-dependent Python control flow",
             ) from err
         return cls.from_program(program)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...] | None:
+        """The image shape (C, H, W) the graph was exported for, None per dynamic dimension;
+        None when the graph does not record it (imported graphs)."""
+        placeholder = next(n for n in self.gm.graph.nodes if n.op == "placeholder")
+        value = placeholder.meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            return None
+        return tuple(d if isinstance(d, int) else None for d in value.shape[1:])
 
     @property
     def layers(self) -> list[str]:
@@ -233,7 +245,9 @@ def _attr(gm: fx.GraphModule, node: fx.Node | None) -> torch.Tensor | None:
 
 def _plain(gm: fx.GraphModule) -> fx.GraphModule:
     """A frozen copy of `gm` called as `gm(x) -> logits`: one input, one tensor out (exported
-    graphs take and return pytrees)."""
+    graphs take and return pytrees). The exported module's input-shape guard (`_guards_fn`, a
+    call with no output) is left out: the auditor checks that samples fit the model itself,
+    and without it the graph pickles, so that workers of a distributed executor can hold it."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -245,6 +259,6 @@ def _plain(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
         if node.op == "output":
             graph.output(env[_single_output(node, "logits")])
-        else:
+        elif not (node.op == "call_module" and node.target == GUARDS_MODULE):
             env[node] = graph.node_copy(node, lambda n: env[n])
     return _freeze(fx.GraphModule(gm, graph))

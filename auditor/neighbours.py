@@ -85,19 +85,30 @@ def _one_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
+SHARD = 65_536
+IVF_TRAIN_MAX = 100_000
+
+
+def _add_shards(index: faiss.Index, vectors: np.ndarray) -> None:
+    """Add the rows shard by shard: only one shard at a time is converted to float32 (the
+    vectors may be float16), and the index is the same as one `add` of all rows."""
+    for start in range(0, len(vectors), SHARD):
+        index.add(np.ascontiguousarray(vectors[start : start + SHARD], dtype=np.float32))
+
+
 def build_index(vectors: np.ndarray, kind: IndexKind, *, seed: int = 0) -> IndexHandle:
-    """Index the rows of `vectors` (N x d float32); the same vectors and seed give the same
-    index."""
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = x.shape
+    """Index the rows of `vectors` (N x d, float32 or float16), added in shards; the same
+    vectors and seed give the same index. IVF is trained on a seeded sample of at most
+    `IVF_TRAIN_MAX` rows."""
+    n, dim = vectors.shape
     if kind == "flat":
         index = faiss.IndexFlatL2(dim)
-        index.add(x)
+        _add_shards(index, vectors)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_LINKS)
         index.hnsw.efSearch = HNSW_EF_SEARCH
         with _one_thread():
-            index.add(x)
+            _add_shards(index, vectors)
     else:
         nlist = max(1, min(round(math.sqrt(n)), n))
         index = faiss.index_factory(dim, f"IVF{nlist},Flat")
@@ -105,8 +116,9 @@ def build_index(vectors: np.ndarray, kind: IndexKind, *, seed: int = 0) -> Index
         ivf.cp.seed = seed
         ivf.cp.min_points_per_centroid = 1  # small sets: no "too few points" warning
         ivf.nprobe = math.ceil(nlist / 2)
-        index.train(x)
-        index.add(x)
+        sample = np.sort(np.random.default_rng(seed).permutation(n)[:IVF_TRAIN_MAX])
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        _add_shards(index, vectors)
     return IndexHandle(index, kind)
 
 

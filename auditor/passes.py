@@ -1,20 +1,35 @@
-"""Batched passes over a sample set through a model cut at the audited layer."""
+"""The heavy passes of an audit, as `PassTask`s an executor maps over batches of samples, and
+their reductions. No pass keeps images or layer activations: each batch's activations are
+reduced on the worker to per-sample vectors (logits, channel means, channel relevance), and the
+gallery's activation scores to a mergeable top-rows sketch.
+
+* `RelevanceTask`: trunk, then LRP through the head: logits, channel means, seed 000 channel
+  relevance, gallery scores `s_c = sum_hw max(0, z_c)`.
+* `ForwardTask`: trunk and head on (transformed) images: logits and channel means (probes,
+  their neutral twins, embeddings at another layer).
+* `DropoutTask`: trunk once, then the head once per channel-dropout condition, each on the
+  samples of its class (seed 000: top-k vs random-k vs bottom-k).
+* `OcclusionTask`: the patch-occlusion scan, every cell of the grid per batch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from auditor.config import Preprocess
-from auditor.graph import SplitModel
-from auditor.progress import track
-from auditor.relevance import LRP, channel_scores
-from auditor.samples import normalize
+from auditor.checks.metrics import margin_lost
+from auditor.checks.probes import PatchOcclusion, Probe, change_norms, neutral_perturbation
+from auditor.executors import Executor, WorkerModel
+from auditor.executors.base import BatchResult, Outputs, collect
+from auditor.images import ImageSource
+from auditor.relevance import channel_scores
+from auditor.sketches import TopRows
 
-ImageTransform = Callable[[torch.Tensor, int], torch.Tensor]
+#: a picklable image transform of a batch: (images, rows) -> (transformed, extra outputs)
+ImageTransform = Callable[[torch.Tensor, np.ndarray], tuple[torch.Tensor, Outputs]]
 
 
 @dataclass(frozen=True)
@@ -32,71 +47,232 @@ class LayerPass:
 
 @dataclass(frozen=True)
 class RelevancePass(LayerPass):
-    """A layer pass that also kept the activations and the per-sample channel relevance."""
+    """A layer pass with the per-sample channel relevance and, per channel, the samples of
+    largest activation score (the gallery's candidates)."""
 
-    activations: torch.Tensor
     channel_relevance: torch.Tensor
+    top_activations: TopRows
 
 
-def _batches(images: np.ndarray, batch_size: int) -> list[tuple[int, torch.Tensor]]:
-    return [
-        (start, torch.from_numpy(images[start : start + batch_size]))
-        for start in range(0, len(images), batch_size)
-    ]
+def spatial_means(activations: torch.Tensor) -> torch.Tensor:
+    """N x C: each channel's mean over its spatial positions."""
+    return activations.flatten(start_dim=2).mean(dim=2)
+
+
+def activation_scores(activations: torch.Tensor) -> torch.Tensor:
+    """N x C scores `s_c(x) = sum_hw max(0, z[c, h, w])` of N x C x h x w activations."""
+    return activations.clamp(min=0).flatten(start_dim=2).sum(dim=2)
+
+
+def _numpy(values: dict[str, torch.Tensor]) -> Outputs:
+    return {name: v.detach().cpu().numpy() for name, v in values.items()}
+
+
+@dataclass(frozen=True)
+class RelevanceTask:
+    """Relevance of the layer's channels for the explained class: `targets[row]` where given
+    and >= 0, else the predicted class."""
+
+    targets: np.ndarray | None
+    description: str = "relevance at layer"
+
+    def __call__(self, model: WorkerModel, images: np.ndarray, rows: np.ndarray) -> Outputs:
+        act = model.trunk(model.batch(images))
+        target = None if self.targets is None else torch.from_numpy(self.targets[rows]).to(model.device)
+        relevance, logits = model.head_lrp.attribute_with_logits(act, target)
+        return _numpy(
+            {
+                "logits": logits,
+                "channel_activation": spatial_means(act),
+                "channel_relevance": channel_scores(relevance),
+                "activation_score": activation_scores(act),
+            }
+        )
 
 
 def relevance_pass(
-    split: SplitModel,
-    lrp: LRP,
-    images: np.ndarray,
-    targets: torch.Tensor | None,
-    preprocess: Preprocess,
+    executor: Executor,
+    model: WorkerModel,
+    images: ImageSource,
+    targets: np.ndarray | None,
     batch_size: int,
+    gallery_size: int,
 ) -> RelevancePass:
-    """One pass: trunk once per batch, then LRP through the head gives the logits and the
-    relevance of the layer's channels (seed 000 score) for the explained class (`targets`,
-    or the predicted class where None / negative)."""
-    logits, acts, scores = [], [], []
-    batches = _batches(images, batch_size)
-    for start, batch in track(batches, "relevance at layer", len(batches)):
-        with torch.no_grad():
-            act = split.trunk(normalize(batch, preprocess))
-        target = None
-        if targets is not None:
-            target = targets[start : start + len(batch)]
-        relevance, out = lrp.attribute_with_logits(act, target)
-        logits.append(out)
-        acts.append(act)
-        scores.append(channel_scores(relevance))
-    activations = torch.cat(acts)
+    """Run `RelevanceTask` over every sample; activation scores are reduced to the top
+    `gallery_size` samples per channel as the batches arrive."""
+    top: TopRows | None = None
+
+    def reduce_scores(results: Iterator[BatchResult]) -> Iterator[BatchResult]:
+        nonlocal top
+        for result in results:
+            scores = result.outputs.pop("activation_score")
+            if top is None:
+                top = TopRows(gallery_size, scores.shape[1])
+            top.update(result.rows, scores)
+            yield result
+
+    out = collect(
+        reduce_scores(executor.map(RelevanceTask(targets), model, images, batch_size)), len(images)
+    )
     return RelevancePass(
-        logits=torch.cat(logits),
-        channel_activation=_spatial_means(activations),
-        activations=activations,
-        channel_relevance=torch.cat(scores),
+        logits=torch.from_numpy(out["logits"]),
+        channel_activation=torch.from_numpy(out["channel_activation"]),
+        channel_relevance=torch.from_numpy(out["channel_relevance"]),
+        top_activations=top,
     )
 
 
+@dataclass(frozen=True)
+class ForwardTask:
+    """Logits and channel means of the (optionally transformed) images; the transform's extra
+    outputs (e.g. the per-image size of a probe's change) are passed through."""
+
+    description: str
+    transform: ImageTransform | None = None
+
+    def __call__(self, model: WorkerModel, images: np.ndarray, rows: np.ndarray) -> Outputs:
+        batch, extra = model.batch(images), {}
+        if self.transform is not None:
+            batch, extra = self.transform(batch, rows)
+        act = model.trunk(batch)
+        return {
+            **_numpy({"logits": model.head(act), "channel_activation": spatial_means(act)}),
+            **extra,
+        }
+
+
 def layer_pass(
-    split: SplitModel,
-    images: np.ndarray,
-    transform: ImageTransform,
-    preprocess: Preprocess,
+    executor: Executor, model: WorkerModel, images: ImageSource, task: ForwardTask, batch_size: int
+) -> tuple[LayerPass, Outputs]:
+    """Run a `ForwardTask`: the layer pass and the transform's extra outputs."""
+    out = executor.run(task, model, images, batch_size)
+    logits, means = out.pop("logits"), out.pop("channel_activation")
+    return LayerPass(torch.from_numpy(logits), torch.from_numpy(means)), out
+
+
+@dataclass(frozen=True)
+class ProbeTransform:
+    """Apply `probe` with a generator seeded by the audit seed and the batch's first row; also
+    output each image's change norm (which sizes its neutral twin)."""
+
+    probe: Probe
+    seed: int
+
+    def __call__(self, images: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, Outputs]:
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + 500_009 + int(rows[0]))
+        probed = self.probe(images.cpu(), rng).to(images.device)
+        return probed, {"change_norm": change_norms(images, probed).cpu().numpy()}
+
+
+@dataclass(frozen=True)
+class NeutralTransform:
+    """Gaussian noise of, per image, the size of the probe's change (`sizes[row]`)."""
+
+    sizes: np.ndarray
+    seed: int
+
+    def __call__(self, images: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, Outputs]:
+        size = torch.from_numpy(self.sizes[rows]).to(images.dtype)
+        noisy = neutral_perturbation(images.cpu(), size, seed=self.seed * 1_000_003 + int(rows[0]))
+        return noisy.to(images.device), {}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A channel-dropout condition: channels `drop` zeroed at the layer, on the samples
+    predicted as `class_index` (all samples when None)."""
+
+    drop: tuple[int, ...]
+    class_index: int | None = None
+
+    @property
+    def key(self) -> str:
+        scope = "all" if self.class_index is None else f"class{self.class_index}"
+        return f"{scope}:{','.join(map(str, self.drop))}"
+
+
+@dataclass(frozen=True)
+class DropoutTask:
+    """The head's logits under every condition; a row outside a condition's class is NaN."""
+
+    conditions: tuple[Condition, ...]
+    predicted: np.ndarray
+    n_classes: int
+    description: str = "channel dropout"
+
+    def __call__(self, model: WorkerModel, images: np.ndarray, rows: np.ndarray) -> Outputs:
+        act = model.trunk(model.batch(images))
+        predicted = torch.from_numpy(self.predicted[rows]).to(act.device)
+        out: Outputs = {}
+        for condition in self.conditions:
+            members = (
+                torch.ones_like(predicted, dtype=torch.bool)
+                if condition.class_index is None
+                else predicted == condition.class_index
+            )
+            mask = torch.ones(act.shape[1], dtype=act.dtype, device=act.device)
+            mask[list(condition.drop)] = 0
+            logits = torch.full((len(rows), self.n_classes), float("nan"))
+            if members.any():
+                chosen = act[members] * mask.reshape(1, -1, *([1] * (act.dim() - 2)))
+                logits[members.cpu()] = model.head(chosen).cpu().float()
+            out[condition.key] = logits.numpy()
+        return out
+
+
+class DropoutLogits:
+    """The logits of every dropout condition, per sample (see `dropout_pass`)."""
+
+    def __init__(self, logits: Outputs, predicted: np.ndarray):
+        self._logits, self._predicted = logits, predicted
+
+    def of(self, class_index: int | None) -> Callable[[Sequence[int]], torch.Tensor]:
+        """`drop -> logits` of the samples of `class_index` (all samples: None), in sample
+        order, with channels `drop` zeroed; the function a dropout check measures with."""
+        rows = (
+            np.arange(len(self._predicted))
+            if class_index is None
+            else np.flatnonzero(self._predicted == class_index)
+        )
+
+        def logits_of(drop: Sequence[int]) -> torch.Tensor:
+            key = Condition(tuple(sorted(int(c) for c in drop)), class_index).key
+            return torch.from_numpy(self._logits[key][rows])
+
+        return logits_of
+
+
+def dropout_pass(
+    executor: Executor,
+    model: WorkerModel,
+    images: ImageSource,
+    conditions: Sequence[Condition],
+    predicted: np.ndarray,
+    n_classes: int,
     batch_size: int,
-    description: str,
-) -> LayerPass:
-    """Forward pass of transformed images (`transform(batch, start_index)`): logits and the
-    per-sample channel means, without keeping activations."""
-    logits, means = [], []
-    batches = _batches(images, batch_size)
-    with torch.no_grad():
-        for start, batch in track(batches, description, len(batches)):
-            act = split.trunk(normalize(transform(batch, start), preprocess))
-            logits.append(split.head(act))
-            means.append(_spatial_means(act))
-    return LayerPass(logits=torch.cat(logits), channel_activation=torch.cat(means))
+) -> DropoutLogits:
+    """Every dropout condition in one pass: the trunk once per batch, the head per condition."""
+    canonical = (Condition(tuple(sorted(c.drop)), c.class_index) for c in conditions)
+    unique = tuple({c.key: c for c in canonical}.values())
+    task = DropoutTask(unique, np.asarray(predicted, dtype=np.int64), n_classes)
+    return DropoutLogits(executor.run(task, model, images, batch_size), predicted)
 
 
-def _spatial_means(activations: torch.Tensor) -> torch.Tensor:
-    """N x C: each channel's mean over its spatial positions."""
-    return activations.flatten(start_dim=2).mean(dim=2)
+@dataclass(frozen=True)
+class OcclusionTask:
+    """The share of margin lost and the flip, per sample and grid cell, when the cell is
+    occluded (against the unmodified logits `base_logits[row]`)."""
+
+    probe: PatchOcclusion
+    base_logits: np.ndarray
+    description: str = "patch occlusion scan"
+
+    def __call__(self, model: WorkerModel, images: np.ndarray, rows: np.ndarray) -> Outputs:
+        batch = model.batch(images)
+        base = torch.from_numpy(self.base_logits[rows])
+        lost, flipped = [], []
+        for cell in self.probe.cells():
+            logits = model.head(model.trunk(cell(batch))).cpu()
+            lost.append(margin_lost(logits, base))
+            flipped.append((logits.argmax(dim=1) != base.argmax(dim=1)).numpy())
+        return {"margin_lost": np.stack(lost, axis=1), "flipped": np.stack(flipped, axis=1)}

@@ -1,5 +1,10 @@
 """Sample sets: `.npz` files and image folders, resized to one size and scaled to [0, 1].
 
+A `SampleSet` holds the per-sample metadata in memory and its images as an `ImageSource`
+(`auditor.images`): read from disk batch by batch, so an audit's memory does not grow with the
+number of images. The `images` of an `.npz` are extracted once into the set's scratch folder
+(removed by `close()`); the other arrays are small and read at once.
+
 Formats (documented in README.md):
 
 * `.npz` with `images` (uint8 N x H x W x 3, or float N x 3 x H x W in [0, 1]; one channel is
@@ -10,42 +15,66 @@ Formats (documented in README.md):
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from auditor.config import Preprocess, SampleSource
 from auditor.errors import SampleError
+from auditor.images import (
+    FORMATS_FIX,
+    IMAGES_EXPECTED,
+    ArrayImages,
+    ConcatImages,
+    FileImages,
+    ImageSource,
+    NpyImages,
+)
 from auditor.mlflow_io import download_samples
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-IMAGES_EXPECTED = "N x H x W x 3 uint8 or N x 3 x H x W float in [0, 1]"
 Complain = Callable[..., SampleError]
-FORMATS_FIX = "see the sample formats in README.md"
-RANGE_TOLERANCE = 1e-3
 
 
 @dataclass
 class SampleSet:
-    """Images (float32 N x 3 x H x W in [0, 1], not normalised) with per-sample metadata."""
+    """Images (float32 N x 3 x H x W in [0, 1], not normalised; an in-memory array is wrapped
+    as an `ArrayImages`) with per-sample metadata. Usable as a context manager that removes the
+    set's scratch folder (extracted image arrays) on exit."""
 
-    images: np.ndarray
+    images: ImageSource
     labels: np.ndarray
     ids: list[str]
     groups: list[str] | None
     set_names: list[str]
     class_names: list[str] | None
+    scratch: Path | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, np.ndarray):
+            self.images = ArrayImages(self.images)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the scratch folder (the images cannot be read afterwards)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     @property
     def n_labelled(self) -> int:
@@ -56,7 +85,7 @@ class SampleSet:
         """The samples selected by integer indices, a boolean mask or a slice."""
         rows = np.arange(len(self))[index]
         return SampleSet(
-            images=self.images[rows],
+            images=self.images.subset(rows),
             labels=self.labels[rows],
             ids=[self.ids[i] for i in rows],
             groups=None if self.groups is None else [self.groups[i] for i in rows],
@@ -65,12 +94,19 @@ class SampleSet:
         )
 
 
-def load_sample_set(path: Path, *, name: str, preprocess: Preprocess) -> SampleSet:
-    """Load one `.npz` file or image folder as the sample set `name`."""
+def load_sample_set(
+    path: Path, *, name: str, preprocess: Preprocess, scratch: Path | None = None
+) -> SampleSet:
+    """Load one `.npz` file or image folder as the sample set `name` (the images of an `.npz`
+    are extracted into `scratch`, a new temporary folder when None)."""
     if path.is_dir():
         return _load_folder(path, name, preprocess)
     if path.suffix.lower() == ".npz":
-        return _load_npz(path, name, preprocess)
+        if scratch is None:
+            scratch = Path(tempfile.mkdtemp(prefix="auditor-samples-"))
+        loaded = _load_npz(path, name, preprocess, scratch)
+        loaded.scratch = scratch
+        return loaded
     if not path.exists():
         raise SampleError(f"sample file {path} does not exist", "check samples[].uri in the config")
     raise SampleError(
@@ -80,20 +116,32 @@ def load_sample_set(path: Path, *, name: str, preprocess: Preprocess) -> SampleS
 
 
 def load_samples(
-    sources: list[SampleSource], *, tracking_uri: str, preprocess: Preprocess
+    sources: list[SampleSource],
+    *,
+    tracking_uri: str,
+    preprocess: Preprocess,
+    scratch_dir: Path | None = None,
 ) -> SampleSet:
-    """Download (if remote) and load every source, concatenated in config order; downloads
-    are removed once loaded."""
-    with tempfile.TemporaryDirectory(prefix="auditor-samples-") as tmp:
+    """Download (if remote) and load every source, concatenated in config order. Downloads and
+    extracted arrays live in a new folder under `scratch_dir` (the system's temporary folder
+    when None) until the set is closed; on an error it is removed at once."""
+    scratch = Path(tempfile.mkdtemp(prefix="auditor-samples-", dir=scratch_dir))
+    try:
         sets = [
             load_sample_set(
-                download_samples(s.uri, tracking_uri=tracking_uri, into=Path(tmp) / str(i)),
+                download_samples(s.uri, tracking_uri=tracking_uri, into=scratch / str(i)),
                 name=s.name,
                 preprocess=preprocess,
+                scratch=scratch / f"{i}-arrays",
             )
             for i, s in enumerate(sources)
         ]
-    return _concatenate(sets)
+        merged = _concatenate(sets)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    merged.scratch = scratch
+    return merged
 
 
 def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
@@ -128,7 +176,7 @@ def _concatenate(sets: list[SampleSet]) -> SampleSet:
         )
     has_groups = any(s.groups is not None for s in sets)
     return SampleSet(
-        images=np.concatenate([s.images for s in sets]),
+        images=sets[0].images if len(sets) == 1 else ConcatImages([s.images for s in sets]),
         labels=np.concatenate([s.labels for s in sets]),
         ids=ids,
         groups=[g for s in sets for g in (s.groups or [""] * len(s))] if has_groups else None,
@@ -137,20 +185,26 @@ def _concatenate(sets: list[SampleSet]) -> SampleSet:
     )
 
 
-def _load_npz(path: Path, name: str, preprocess: Preprocess) -> SampleSet:
-    def bad(problem: str, expected: str = IMAGES_EXPECTED) -> SampleError:
+def _load_npz(path: Path, name: str, preprocess: Preprocess, scratch: Path) -> SampleSet:
+    def bad(problem: str, expected: str) -> SampleError:
         return SampleError(f"sample file {path}: {problem}, expected {expected}", FORMATS_FIX)
 
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        with zipfile.ZipFile(path) as archive:
+            members = {Path(m).stem: m for m in archive.namelist() if m.endswith(".npy")}
+            if "images" not in members:
+                raise bad(f"no 'images' array (has {sorted(members)})", IMAGES_EXPECTED)
+            scratch.mkdir(parents=True, exist_ok=True)
+            extracted = scratch / f"{name}-images.npy"
+            with archive.open(members["images"]) as src, open(extracted, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 22)
+        with np.load(path, allow_pickle=False) as small:
+            arrays = {key: small[key] for key in small.files if key != "images"}
     except FileNotFoundError:
         raise SampleError(f"sample file {path} does not exist", "check samples[].uri in the config")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise bad(f"not a readable .npz archive ({type(err).__name__})", "a file from np.savez")
-    if "images" not in arrays:
-        raise bad(f"no 'images' array (has {sorted(arrays)})")
-    images = _npz_images(arrays["images"], bad)
+    images = NpyImages(extracted, label=str(path), size=preprocess.size)
     n = len(images)
     labels = arrays.get("labels")
     if labels is None:
@@ -171,34 +225,13 @@ def _load_npz(path: Path, name: str, preprocess: Preprocess) -> SampleSet:
             "labels < len(class_names)",
         )
     return SampleSet(
-        images=_resize(images, preprocess.size),
+        images=images,
         labels=labels.astype(np.int64),
         ids=ids if ids is not None else [f"{name}/{i}" for i in range(n)],
         groups=_npz_strings(arrays, "groups", n, bad),
         set_names=[name] * n,
         class_names=class_names,
     )
-
-
-def _npz_images(images: np.ndarray, bad: Complain) -> np.ndarray:
-    """Validate the `images` array and return it as float32 N x 3 x H x W in [0, 1]."""
-    shape = f"images has shape {images.shape} and dtype {images.dtype}"
-    if images.ndim != 4:
-        raise bad(shape)
-    if images.dtype == np.uint8 and images.shape[3] in (1, 3):
-        images = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    elif images.dtype.kind == "f" and images.shape[1] in (1, 3):
-        images = images.astype(np.float32)
-        if not np.isfinite(images).all():
-            raise bad("images contain NaN or infinite values")
-        if images.size and (images.min() < -RANGE_TOLERANCE or images.max() > 1 + RANGE_TOLERANCE):
-            raise bad(f"images have values in [{images.min():.3g}, {images.max():.3g}]")
-        images = images.clip(0.0, 1.0)
-    else:
-        raise bad(shape)
-    if len(images) == 0:
-        raise bad("images is empty")
-    return np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images
 
 
 def _npz_strings(
@@ -233,15 +266,8 @@ def _load_folder(path: Path, name: str, preprocess: Preprocess) -> SampleSet:
             f"sample folder {path} holds no .png/.jpg/.jpeg images",
             "use class_name/*.png (labelled) or images directly in the folder (unlabelled)",
         )
-    images = [_read_image(f, preprocess.size) for f, _ in files]
-    sizes = {im.shape[1:] for im in images}
-    if len(sizes) > 1:
-        raise SampleError(
-            f"sample folder {path} holds images of different sizes {sorted(sizes)}",
-            "set preprocess.size to resize them to one size",
-        )
     return SampleSet(
-        images=np.stack(images),
+        images=FileImages([f for f, _ in files], folder=path, size=preprocess.size),
         labels=np.array([c for _, c in files], dtype=np.int64),
         ids=[f"{name}/{f.relative_to(path).as_posix()}" for f, _ in files],
         groups=None,
@@ -252,34 +278,6 @@ def _load_folder(path: Path, name: str, preprocess: Preprocess) -> SampleSet:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as float32 3 x H x W in [0, 1], resized if `size` is set."""
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise SampleError(
-            f"image file {path} cannot be read: {type(err).__name__}",
-            "remove or replace the corrupt file",
-        ) from err
-    chw = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    return _resize(chw, size)[0]
-
-
-def _resize(images: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """Bilinear, antialiased resize of float N x 3 x H x W images to `size` (height, width)."""
-    if size is None or tuple(images.shape[2:]) == tuple(size):
-        return np.ascontiguousarray(images, dtype=np.float32)
-    resized = F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(images)),
-        size=tuple(size),
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
-    )
-    return resized.clamp_(0.0, 1.0).numpy()
 
 
 def _first_duplicate(values: list[str]) -> str:

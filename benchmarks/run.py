@@ -25,6 +25,7 @@ BENCHMARKS: list[Benchmark] = [
     dropout.dropout_validation_cost,
     faiss_knn.faiss_knn,
     scaling.audit_scaling,
+    scaling.streaming_memory,
 ]
 
 RESULTS = Path(__file__).with_name("results.json")

@@ -16,6 +16,9 @@ subtracts their stage timings, which is what `audit(config)` costs.
 Each N runs in a fresh child process with one torch and one FAISS thread: wall time of one
 audit, and peak memory as `VmHWM` at its end minus `VmRSS` after the imports.
 The fitted exponent is the least-squares slope of log time on log N.
+
+`streaming_memory` runs the same audit over 2 000 and 20 000 samples (the issue's bounded-memory
+check) and reports the ratio of their peak RSS (`VmHWM`, the whole process).
 """
 
 from __future__ import annotations
@@ -47,15 +50,15 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ".venv/bin/python -m benchmarks.run audit_scaling"
 
 
-def prepare(root: Path) -> Path:
+def prepare(root: Path, sizes: tuple[int, ...]) -> Path:
     """Train and save the detector and write the sample pools; return the model dir."""
     images, labels = make_counterfeit_data(TRAIN, colour_shortcut=True, seed=SEED)
     model = train_classifier(images, labels, seed=SEED, epochs=EPOCHS)
     model_dir = root / "model"
     mlflow.pytorch.save_model(model, str(model_dir), input_example=np.zeros((2, 3, 64, 64), np.float32))
-    half = max(SIZES) // 2
+    half = max(sizes) // 2
     images, labels = make_counterfeit_data(2 * half, colour_shortcut=True, seed=SEED + 1)
-    for n in SIZES:
+    for n in sizes:
         save_npz(root / f"reference-{n}.npz", images[: n // 2], labels[: n // 2], "ref")
         save_npz(root / f"production-{n}.npz", images[half : half + n // 2], None, "prod")
     return model_dir
@@ -91,6 +94,7 @@ def child(config_path: str) -> None:
         "seconds": seconds,
         "timings": result.timings,
         "baseline_mib": baseline / 1024,
+        "peak_mib": peak / 1024,
         "peak_growth_mib": (peak - baseline) / 1024,
     }))
 
@@ -100,12 +104,13 @@ def slope(sizes: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
-def audit_scaling() -> dict[str, Any]:
+def run_audits(sizes: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+    """One audit per N, each in a fresh child process; what `child` printed, per N."""
     with tempfile.TemporaryDirectory(prefix="audit-scaling-") as tmp:
         root = Path(tmp)
-        model_dir = prepare(root)
+        model_dir = prepare(root, sizes)
         runs = {}
-        for n in SIZES:
+        for n in sizes:
             path = root / f"config-{n}.json"
             path.write_text(json.dumps(config(root, model_dir, n)))
             out = subprocess.run(
@@ -113,6 +118,11 @@ def audit_scaling() -> dict[str, Any]:
                 cwd=ROOT, check=True, capture_output=True, text=True,
             )
             runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    return runs
+
+
+def audit_scaling() -> dict[str, Any]:
+    runs = run_audits(SIZES)
     sizes = list(SIZES)
     total = [runs[n]["seconds"] for n in sizes]
     plain = [runs[n]["seconds"] - sum(runs[n]["timings"].get(s, 0.0) for s in EXTRA_STAGES) for n in sizes]
@@ -129,9 +139,30 @@ def audit_scaling() -> dict[str, Any]:
         "stages_s": {n: runs[n]["timings"] for n in sizes},
         "time_exponent_total": round(slope(sizes, total), 3),
         "time_exponent_audit": round(slope(sizes, plain), 3),
+        "peak_rss_mib": [round(runs[n]["peak_mib"], 1) for n in sizes],
         "peak_rss_growth_mib": [round(m, 1) for m in memory],
         "baseline_rss_mib": [round(runs[n]["baseline_mib"], 1) for n in sizes],
         "memory_exponent": round(slope(sizes, memory), 3),
+    }
+
+
+MEMORY_SIZES = (2_000, 20_000)
+MEMORY_COMMAND = ".venv/bin/python -m benchmarks.run streaming_memory"
+
+
+def streaming_memory() -> dict[str, Any]:
+    """Peak RSS of the same audit over 2 000 and 20 000 samples (target: ratio <= 1.3)."""
+    runs = run_audits(MEMORY_SIZES)
+    small, large = (runs[n] for n in MEMORY_SIZES)
+    return {
+        "command": MEMORY_COMMAND,
+        "setup": "as audit_scaling, N = 2 000 and 20 000 (64x64 images, .npz on disk), "
+        "local executor streaming batches of 64",
+        "samples": list(MEMORY_SIZES),
+        "peak_rss_mib": [round(r["peak_mib"], 1) for r in (small, large)],
+        "peak_rss_ratio": round(large["peak_mib"] / small["peak_mib"], 3),
+        "seconds": [round(r["seconds"], 1) for r in (small, large)],
+        "target_ratio": 1.3,
     }
 
 

@@ -2,19 +2,18 @@
 
 Seed 000 (case C) validates one top-k set and notes "different top-k values": a ranking that
 tracks what the model uses loses margin faster with k under top-k dropout than under random-k,
-and bottom-k stays near zero. The trunk's cost is paid once: every condition runs only the head
-on the cached layer activations (`auditor.checks.dropout.head_logits`).
+and bottom-k stays near zero. The conditions are measured through `logits_of(drop)` (see
+`auditor.checks.dropout`): in an audit, the same streamed pass as the dropout validation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import fx
 
-from auditor.checks.dropout import head_logits, random_channel_sets, rank_channels
+from auditor.checks.dropout import LogitsOf, random_channel_sets, rank_channels
 from auditor.checks.metrics import condition_metrics_and_margins
 from auditor.checks.statistics import dropout_evidence
 from auditor.results import DosePoint, DoseResponse
@@ -28,55 +27,71 @@ def dose_ks(n_channels: int, fractions: Sequence[float]) -> list[int]:
     return sorted({min(n_channels // 2, max(1, round(f * n_channels))) for f in fractions})
 
 
+@dataclass(frozen=True)
+class DoseSets:
+    """The channel sets dropped at one k."""
+
+    k: int
+    top_k: list[int]
+    random_sets: list[list[int]]
+    bottom_k: list[int]
+
+    @property
+    def drops(self) -> list[list[int]]:
+        return [self.top_k, *self.random_sets, self.bottom_k]
+
+
+def dose_sets(
+    relevance: np.ndarray, ks: Sequence[int], *, random_repeats: int, seed: int
+) -> list[DoseSets]:
+    """For each k: the top-k and bottom-k channels of `relevance` (C) and `random_repeats`
+    random sets of k outside the top-k (seeded by `seed` and k)."""
+    out = []
+    for k in ks:
+        top, bottom = rank_channels(relevance, k)
+        randoms = random_channel_sets(
+            len(relevance), k, exclude=top, repeats=random_repeats, seed=seed + _K_SEED_STRIDE * k
+        )
+        out.append(DoseSets(k, top, randoms, bottom))
+    return out
+
+
 def dose_response(
-    head: fx.GraphModule,
-    activations: torch.Tensor,
+    logits_of: LogitsOf,
     labels: np.ndarray,
-    relevance: np.ndarray,
-    ks: Sequence[int],
+    sets: Sequence[DoseSets],
+    n_channels: int,
     *,
-    random_repeats: int,
     seed: int,
-    batch_size: int,
     n_boot: int = 1000,
     confidence: float = 0.95,
 ) -> DoseResponse:
-    """For each k: drop the top-k channels of `relevance` (C), `random_repeats` random sets of k
-    outside the top-k (seeded by `seed` and k) and the bottom-k, on the cached `activations`
-    (N x C x h x w) of the samples with `labels` (-1: unknown); metrics per condition and the
-    top-k `DropoutStatistics` (bootstrap and p-value seeded by `seed` and k)."""
-    base = head_logits(head, activations, [], batch_size)
+    """For each k of `sets` (`dose_sets`): metrics of dropping its top-k, random and bottom-k
+    channels (`logits_of(drop)`, see `auditor.checks.dropout`) on the samples with `labels`
+    (-1: unknown), and the top-k `DropoutStatistics` (bootstrap and p-value seeded by `seed`
+    and k)."""
+    base = logits_of([])
 
     def measure(drop: Sequence[int]):
-        return condition_metrics_and_margins(
-            head_logits(head, activations, drop, batch_size), base, labels
-        )
+        return condition_metrics_and_margins(logits_of(drop), base, labels)
 
     points = []
-    for k in ks:
-        top, bottom = rank_channels(relevance, k)
-        random_sets = random_channel_sets(
-            len(relevance),
-            k,
-            exclude=top,
-            repeats=random_repeats,
-            seed=seed + _K_SEED_STRIDE * k,
-        )
-        top_metrics, top_margins = measure(top)
-        randoms = [measure(s) for s in random_sets]
+    for point in sets:
+        top_metrics, top_margins = measure(point.top_k)
+        randoms = [measure(s) for s in point.random_sets]
         points.append(
             DosePoint(
-                k=k,
+                k=point.k,
                 top_k=top_metrics,
                 random_k=[m for m, _ in randoms],
-                bottom_k=measure(bottom)[0],
+                bottom_k=measure(point.bottom_k)[0],
                 statistics=dropout_evidence(
                     top_margins,
                     np.stack([lost for _, lost in randoms]),
-                    seed=seed + _K_SEED_STRIDE * k,
+                    seed=seed + _K_SEED_STRIDE * point.k,
                     n_boot=n_boot,
                     confidence=confidence,
                 ),
             )
         )
-    return DoseResponse(n_channels=len(relevance), points=points)
+    return DoseResponse(n_channels=n_channels, points=points)

@@ -1,13 +1,15 @@
 """Channel dropout validation (seed 000, case C): drop the top-k relevant channels, k random
 channels (repeated, averaged) and the bottom-k channels at the audited layer, and compare.
 
-The trunk's cost is paid once: the layer's activations are cached and every condition runs
-only the head, on the activation with the dropped channels set to zero where they were ranked.
+The checks measure through `logits_of(drop)`: the head's logits with channels `drop` zeroed
+at the layer. In an audit these come from one streamed pass that runs the trunk once per
+batch and the head once per condition (`auditor.passes.dropout_pass`); `cached_logits` gives
+the same from activations held in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,28 +52,41 @@ def head_logits(
         )
 
 
+LogitsOf = Callable[[Sequence[int]], torch.Tensor]
+
+
+def cached_logits(head: fx.GraphModule, activations: torch.Tensor, batch_size: int) -> LogitsOf:
+    """`drop -> head logits` on activations held in memory."""
+    return lambda drop: head_logits(head, activations, drop, batch_size)
+
+
+def dropout_conditions(
+    top_k: list[int], bottom_k: list[int], random_sets: list[list[int]]
+) -> list[list[int]]:
+    """The channel sets `dropout_validation` drops (the first, none: the baseline)."""
+    return [[], top_k, *random_sets, bottom_k]
+
+
 def dropout_validation(
-    head: fx.GraphModule,
-    activations: torch.Tensor,
+    logits_of: LogitsOf,
     labels: np.ndarray,
     *,
     top_k: list[int],
     bottom_k: list[int],
     random_sets: list[list[int]],
-    batch_size: int,
     seed: int | None = None,
     n_boot: int = 1000,
     confidence: float = 0.95,
 ) -> DropoutTable:
-    """Every condition through the head once. With a `seed`, the table also carries the
-    statistics of the top-k against the random sets (bootstrap interval over samples, empirical
-    p-value, effect size; `auditor.checks.statistics.dropout_evidence`), from the per-sample
-    margins the same head passes produced."""
-    base = head_logits(head, activations, [], batch_size)
+    """Metrics of every condition against the baseline (`dropout_conditions`). With a `seed`,
+    the table also carries the statistics of the top-k against the random sets (bootstrap
+    interval over samples, empirical p-value, effect size;
+    `auditor.checks.statistics.dropout_evidence`), from the per-sample margins of the same
+    logits."""
+    base = logits_of([])
 
     def measure(drop: Sequence[int]) -> tuple[ConditionMetrics, np.ndarray]:
-        logits = head_logits(head, activations, drop, batch_size)
-        return condition_metrics_and_margins(logits, base, labels)
+        return condition_metrics_and_margins(logits_of(drop), base, labels)
 
     top, top_margins = measure(top_k)
     randoms = [measure(s) for s in random_sets]

@@ -4,9 +4,9 @@ channels").
 
 For each channel c of the audited layer:
 
-* its top samples by activation (seed 002): `s_c(x) = sum_hw max(0, z[c, h, w](x))` over the
-  cached layer activations, in descending order (ties: sample order) -- what the channel
-  responds to in this data;
+* its top samples by activation (seed 002): `s_c(x) = sum_hw max(0, z[c, h, w](x))`, in
+  descending order (ties: sample order), kept for every channel while the relevance pass
+  streams (`auditor.sketches.TopRows`) -- what the channel responds to in this data;
 * for each such sample, where the channel's evidence for the decision lies (seed 000:
   "find (h*, w*) = argmax_hw R_i[0, c, h, w]; identify regions in input space corresponding to
   this (h*, w*)"): `R_i` is the LRP relevance at the layer for the audit's explained class
@@ -22,8 +22,8 @@ For each channel c of the audited layer:
   Propagation", 2023).
 
 Samples are thus ranked by activation, and located and explained by relevance. Only the
-gallery samples get extra passes: one head pass for their layer relevance (from the cached
-activations) and one trunk pass per (channel, sample) pair, both batched.
+gallery samples get extra passes: one trunk and head pass for their activations and layer
+relevance, and one trunk pass per (channel, sample) pair, both batched.
 """
 
 from __future__ import annotations
@@ -55,17 +55,6 @@ from auditor.results import (
     GalleryResult,
 )
 from auditor.samples import SampleSet, normalize
-
-
-def activation_scores(activations: torch.Tensor) -> torch.Tensor:
-    """N x C scores `s_c(x) = sum_hw max(0, z[c, h, w])` of N x C x h x w activations."""
-    return activations.clamp(min=0).flatten(start_dim=2).sum(dim=2)
-
-
-def top_samples(scores: np.ndarray, n: int) -> list[int]:
-    """Indices of the `n` largest scores, largest first; ties broken by index."""
-    order = np.lexsort((np.arange(len(scores)), -scores))
-    return [int(i) for i in order[:n]]
 
 
 def peak_positions(
@@ -173,21 +162,25 @@ def _galleries(
     lrp_rules: Composite,
 ) -> list[ChannelGallery]:
     """Rank, locate, explain and render each of `channels` (see the module docstring)."""
-    n = min(config.gallery.samples_per_channel, len(samples))
-    scores = activation_scores(base.activations[:, channels]).numpy()
-    pairs = [(c, i) for j, c in enumerate(channels) for i in top_samples(scores[:, j], n)]
+    top = base.top_activations
+    n = min(config.gallery.samples_per_channel, top.m)
+    score = {(c, int(i)): float(v) for c in channels for i, v in zip(*top.top(c))}
+    pairs = [(c, int(i)) for c in channels for i in top.top(c)[0][:n]]
     shown = sorted({i for _, i in pairs})
     targets = None
     if config.relevance.target == "label":
         targets = torch.from_numpy(samples.labels[shown])
-    relevance = layer_relevance(
-        LRP(split.head, lrp_rules), base.activations[shown], targets, config.batch_size
-    )
+    with torch.no_grad():
+        activations = torch.cat([
+            split.trunk(normalize(torch.from_numpy(samples.images[chunk]), config.preprocess))
+            for chunk in np.array_split(shown, max(1, -(-len(shown) // config.batch_size)))
+        ])
+    relevance = layer_relevance(LRP(split.head, lrp_rules), activations, targets, config.batch_size)
 
     rows = [shown.index(i) for _, i in pairs]
     pair_channels = [c for c, _ in pairs]
     maps = relevance[rows, pair_channels]
-    peaks = peak_positions(maps, base.activations[shown][rows, pair_channels])
+    peaks = peak_positions(maps, activations[rows, pair_channels])
     boxes = receptive_fields(
         split.trunk,
         samples.images.shape[1:],
@@ -204,13 +197,13 @@ def _galleries(
     )
 
     galleries = []
-    for j, c in enumerate(channels):
+    for c in channels:
         index = [m for m, channel in enumerate(pair_channels) if channel == c]
         entries = [
             GalleryEntry(
                 sample_index=pairs[m][1],
                 sample_id=samples.ids[pairs[m][1]],
-                score=float(scores[pairs[m][1], j]),
+                score=score[(c, pairs[m][1])],
                 relevance=float(maps[m].sum()),
                 position=peaks[m][0],
                 located_by=peaks[m][1],

@@ -61,8 +61,6 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from auditor.checks.metrics import margin_lost
-from auditor.progress import track
 from auditor.results import OcclusionMap
 
 ENTRY_POINT_GROUP = "relevance_auditor.probes"
@@ -398,49 +396,29 @@ class PatchOcclusion(Probe):
         return out
 
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def occlusion_map(
-    forward: Forward,
-    images: np.ndarray | torch.Tensor,
-    base_logits: torch.Tensor,
-    probe: PatchOcclusion,
-    batch_size: int,
-) -> OcclusionMap:
-    """Occlude each cell of the grid in turn on all images; per cell the mean share of margin
-    lost (`margin_lost` against `base_logits`) and the flip rate. `forward` maps [0, 1] images
-    to logits (normalisation included)."""
-    images = torch.as_tensor(images)
-    base_pred = base_logits.argmax(dim=1)
-    drops, flips = [], []
-    cells = probe.cells()
-    with torch.no_grad():
-        for cell in track(cells, f"{probe.name} scan", len(cells)):
-            logits = torch.cat([forward(cell(batch)) for batch in images.split(batch_size)])
-            drops.append(float(margin_lost(logits, base_logits).mean()))
-            flips.append(float((logits.argmax(dim=1) != base_pred).float().mean()))
+def occlusion_summary(lost: np.ndarray, flipped: np.ndarray, probe: PatchOcclusion) -> OcclusionMap:
+    """The occlusion map of a scan: per grid cell, the mean share of margin lost (`margin_lost`
+    against the unmodified logits) and the flip rate over the samples, from the per-sample
+    values `lost` and `flipped` (N x cells, `auditor.passes.OcclusionTask`)."""
     shape = (probe.grid, probe.grid)
+    drops = lost.mean(axis=0)
     return OcclusionMap(
         grid=probe.grid,
         margin_drop=np.reshape(drops, shape).tolist(),
-        flip_rate=np.reshape(flips, shape).tolist(),
+        flip_rate=np.reshape(flipped.mean(axis=0), shape).tolist(),
         worst_cell=int(np.argmax(drops)),
     )
 
 
 def place_probe(
-    probe: Probe,
-    forward: Forward,
-    images: np.ndarray | torch.Tensor,
-    base_logits: torch.Tensor,
-    batch_size: int,
+    probe: Probe, scan: Callable[[PatchOcclusion], OcclusionMap]
 ) -> tuple[Probe, OcclusionMap | None]:
     """The probe to run as one transform: a scanning `patch_occlusion` (no cell) becomes the
-    occlusion of its worst cell, with its map; any other probe is returned as is."""
+    occlusion of its worst cell in the map `scan(probe)` makes, returned with it; any other
+    probe is returned as is."""
     if isinstance(probe, PatchOcclusion) and probe.cell is None:
-        scan = occlusion_map(forward, images, base_logits, probe, batch_size)
-        return probe.at(scan.worst_cell), scan
+        occlusion = scan(probe)
+        return probe.at(occlusion.worst_cell), occlusion
     return probe, None
 
 

@@ -1,0 +1,19 @@
+"""Executors of the heavy passes: `local` (batches streamed in this process) and `ray`
+(batches mapped over the actors of a Ray cluster). `make_executor(settings)` picks one."""
+
+from __future__ import annotations
+
+from auditor.config import ExecutorSettings
+from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel
+from auditor.executors.local import LocalExecutor
+
+__all__ = ["BatchResult", "Executor", "LocalExecutor", "PassTask", "WorkerModel", "make_executor"]
+
+
+def make_executor(settings: ExecutorSettings) -> Executor:
+    """The executor `settings.kind` names (Ray is imported only when asked for)."""
+    if settings.kind == "ray":
+        from auditor.executors.ray_cluster import RayExecutor
+
+        return RayExecutor(settings)
+    return LocalExecutor()

@@ -1,0 +1,26 @@
+"""The default executor: the batches of a pass one after the other in this process, read from
+disk as they are needed (memory bounded by one batch's images and activations)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from auditor.executors.base import (
+    BatchResult,
+    Executor,
+    PassTask,
+    WorkerModel,
+    batch_rows,
+    run_batch,
+)
+from auditor.images import ImageSource
+
+
+class LocalExecutor(Executor):
+    kind = "local"
+
+    def _map(
+        self, task: PassTask, model: WorkerModel, images: ImageSource, batch_size: int
+    ) -> Iterator[BatchResult]:
+        for rows in batch_rows(len(images), batch_size):
+            yield run_batch(task, model, images, rows)

@@ -1,0 +1,141 @@
+"""The distributed executor: a pass's batches mapped over a pool of Ray actors that hold the
+model (Ray Data `map_batches` with an actor pool, CPU or GPU).
+
+The dataset is the list of batch starts; each actor reads its batches' images itself from the
+sample files (so the files must be readable at the same path on every node: the audit's
+`executor.scratch_dir` on a shared volume) and returns only per-sample outputs, which stream
+back to the driver as they are produced (Ray Data's streaming executor keeps a bounded number
+of batches in flight). Ray is an optional dependency (`pip install 'relevance-auditor[ray]'`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from auditor.config import ExecutorSettings
+from auditor.errors import AuditorError, ConfigError
+from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel, run_batch
+from auditor.images import ImageSource
+
+ROW = "__row__"
+
+
+class _Worker:
+    """A Ray actor's state: the model (moved to the GPU when the actor has one), the pass and
+    the images it reads from."""
+
+    def __init__(self, model: WorkerModel, task: PassTask, images: ImageSource, batch_size: int):
+        import ray
+        import torch
+
+        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        self.model = model.to("cuda") if ray.get_gpu_ids() else model
+        self.task, self.images, self.batch_size = task, images, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = [
+            run_batch(
+                self.task, self.model, self.images,
+                np.arange(start, min(start + self.batch_size, len(self.images))),
+            )
+            for start in batch["start"]
+        ]
+        out = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
+        out[ROW] = np.concatenate([r.rows for r in results])
+        return out
+
+
+class RayExecutor(Executor):
+    """Connects to (or starts) a Ray cluster; `close()` shuts down a cluster it started."""
+
+    kind = "ray"
+
+    def __init__(self, settings: ExecutorSettings):
+        try:
+            import ray
+            import ray.data
+        except ImportError as err:
+            raise ConfigError(
+                "executor.kind is 'ray' but Ray is not installed",
+                "pip install 'relevance-auditor[ray]' (or use executor.kind: local)",
+            ) from err
+        self.settings = settings
+        self._started = False
+        if not ray.is_initialized():
+            self._started = True
+            self._init(ray, settings)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the auditor shows its own
+        context.print_on_execution_start = False
+
+    @staticmethod
+    def _init(ray: Any, settings: ExecutorSettings) -> None:
+        options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        if settings.address in ("auto", "local"):
+            if settings.address == "auto":
+                try:
+                    ray.init(address="auto", **options)
+                    return
+                except ConnectionError:
+                    pass  # no running cluster: start a local one
+            needed = math.ceil(settings.num_workers * settings.cpus_per_worker)
+            ray.init(num_cpus=max(needed, os.cpu_count() or 1), **options)
+            return
+        try:
+            ray.init(address=settings.address, **options)
+        except Exception as err:  # Ray raises several types for an unreachable cluster
+            raise AuditorError(
+                f"cannot connect to the Ray cluster at {settings.address}: {str(err).splitlines()[0]}",
+                "check executor.address (ray://host:10001) and that the cluster is running",
+            ) from err
+
+    def _map(
+        self, task: PassTask, model: WorkerModel, images: ImageSource, batch_size: int
+    ) -> Iterator[BatchResult]:
+        import ray.data
+
+        starts = [{"start": start} for start in range(0, len(images), batch_size)]
+        dataset = ray.data.from_items(starts, override_num_blocks=min(len(starts), 4 * self.settings.num_workers))
+        mapped = dataset.map_batches(
+            _Worker,
+            fn_constructor_args=(model, task, images, batch_size),
+            batch_size=1,
+            concurrency=self.settings.num_workers,
+            num_cpus=self.settings.cpus_per_worker,
+            num_gpus=self.settings.gpus_per_worker,
+        )
+        try:
+            for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                rows = batch.pop(ROW)
+                yield BatchResult(rows, batch)
+        except Exception as err:  # a worker's error arrives wrapped by Ray
+            found = _user_error(err)
+            if found is err:
+                raise
+            raise found from err
+
+    def close(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+            self._started = False
+
+
+def _user_error(err: BaseException) -> BaseException:
+    """The auditor's own error inside Ray's wrappers (a bad sample file read by a worker), so
+    that it reaches the user as one line; else `err`."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AuditorError):
+            return current
+        seen.add(id(current))
+        current = getattr(current, "cause", None) or current.__cause__
+    return err
