@@ -66,8 +66,10 @@ def layers(config: ConfigOption) -> None:
 
     cfg = load_config(config)
     loaded = load_model(cfg.model.uri, tracking_uri=cfg.tracking_uri, trusted=cfg.model.trusted)
-    samples = load_samples(cfg.samples[:1], tracking_uri=cfg.tracking_uri, preprocess=cfg.preprocess)
-    graph = build_graph(loaded, samples, cfg)
+    with load_samples(
+        cfg.samples[:1], tracking_uri=cfg.tracking_uri, preprocess=cfg.preprocess
+    ) as samples:
+        graph = build_graph(loaded, samples, cfg)
     default = graph.default_layer()
     for name in graph.layers:
         out.print(f"{name}{'  (default)' if name == default else ''}")

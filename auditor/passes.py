@@ -191,9 +191,18 @@ class Condition:
         return f"{scope}:{','.join(map(str, self.drop))}"
 
 
+#: largest number of activation values one stacked head call of `DropoutTask` takes (64 MiB)
+STACKED_VALUES = 1 << 24
+
+
 @dataclass(frozen=True)
 class DropoutTask:
-    """The head's logits under every condition; a row outside a condition's class is NaN."""
+    """The head's logits under every condition; a row outside a condition's class is NaN.
+
+    The conditions of one scope (all samples, or one class) share the scope's activations and
+    run through the head stacked along the batch axis, as many at once as fit
+    `STACKED_VALUES`: one head call instead of one per condition (the head works per sample,
+    so the logits are those of separate calls)."""
 
     conditions: tuple[Condition, ...]
     predicted: np.ndarray
@@ -202,22 +211,34 @@ class DropoutTask:
 
     def __call__(self, model: WorkerModel, images: np.ndarray, rows: np.ndarray) -> Outputs:
         act = model.trunk(model.batch(images))
-        predicted = torch.from_numpy(self.predicted[rows]).to(act.device)
+        predicted = self.predicted[rows]
         out: Outputs = {}
-        for condition in self.conditions:
-            members = (
-                torch.ones_like(predicted, dtype=torch.bool)
-                if condition.class_index is None
-                else predicted == condition.class_index
-            )
-            mask = torch.ones(act.shape[1], dtype=act.dtype, device=act.device)
-            mask[list(condition.drop)] = 0
-            logits = torch.full((len(rows), self.n_classes), float("nan"))
+        for scope in dict.fromkeys(c.class_index for c in self.conditions):
+            members = np.ones(len(rows), bool) if scope is None else predicted == scope
+            mine = [c for c in self.conditions if c.class_index == scope]
+            for condition in mine:
+                out[condition.key] = np.full((len(rows), self.n_classes), np.nan, np.float32)
             if members.any():
-                chosen = act[members] * mask.reshape(1, -1, *([1] * (act.dim() - 2)))
-                logits[members.cpu()] = model.head(chosen).cpu().float()
-            out[condition.key] = logits.numpy()
+                logits = self._scope_logits(model, act[torch.from_numpy(members)], mine)
+                for condition, values in zip(mine, logits):
+                    out[condition.key][members] = values
         return out
+
+    @staticmethod
+    def _scope_logits(
+        model: WorkerModel, act: torch.Tensor, conditions: list[Condition]
+    ) -> list[np.ndarray]:
+        masks = torch.ones(len(conditions), act.shape[1], dtype=act.dtype, device=act.device)
+        for j, condition in enumerate(conditions):
+            masks[j, list(condition.drop)] = 0
+        masks = masks.reshape(len(conditions), 1, act.shape[1], *([1] * (act.dim() - 2)))
+        per_call = max(1, STACKED_VALUES // act.numel())
+        logits = []
+        for start in range(0, len(conditions), per_call):
+            stacked = (act.unsqueeze(0) * masks[start : start + per_call]).flatten(0, 1)
+            chunk = model.head(stacked).cpu().float().numpy()
+            logits.extend(np.split(chunk, len(chunk) // len(act)))
+        return logits
 
 
 class DropoutLogits:

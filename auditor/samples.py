@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -57,6 +58,7 @@ class SampleSet:
     set_names: list[str]
     class_names: list[str] | None
     scratch: Path | None = field(default=None, repr=False)
+    _cleanup: weakref.finalize | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.images, np.ndarray):
@@ -73,8 +75,14 @@ class SampleSet:
 
     def close(self) -> None:
         """Remove the scratch folder (the images cannot be read afterwards)."""
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def own_scratch(self, scratch: Path) -> None:
+        """Make `scratch` this set's folder: removed by `close()`, or when the set is
+        garbage-collected (whichever comes first)."""
+        self.scratch = scratch
+        self._cleanup = weakref.finalize(self, shutil.rmtree, scratch, True)
 
     @property
     def n_labelled(self) -> int:
@@ -82,7 +90,8 @@ class SampleSet:
         return int((self.labels >= 0).sum())
 
     def subset(self, index: np.ndarray | list[int] | slice) -> SampleSet:
-        """The samples selected by integer indices, a boolean mask or a slice."""
+        """The samples selected by integer indices, a boolean mask or a slice; their images are
+        read from this set's files (readable until this set is closed)."""
         rows = np.arange(len(self))[index]
         return SampleSet(
             images=self.images.subset(rows),
@@ -102,10 +111,15 @@ def load_sample_set(
     if path.is_dir():
         return _load_folder(path, name, preprocess)
     if path.suffix.lower() == ".npz":
-        if scratch is None:
-            scratch = Path(tempfile.mkdtemp(prefix="auditor-samples-"))
-        loaded = _load_npz(path, name, preprocess, scratch)
-        loaded.scratch = scratch
+        if scratch is not None:  # the caller's folder, removed by the caller
+            return _load_npz(path, name, preprocess, scratch)
+        scratch = Path(tempfile.mkdtemp(prefix="auditor-samples-"))
+        try:
+            loaded = _load_npz(path, name, preprocess, scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        loaded.own_scratch(scratch)
         return loaded
     if not path.exists():
         raise SampleError(f"sample file {path} does not exist", "check samples[].uri in the config")
@@ -140,7 +154,7 @@ def load_samples(
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    merged.scratch = scratch
+    merged.own_scratch(scratch)
     return merged
 
 

@@ -6,9 +6,10 @@ Model: `auditor.zoo.SmallResNet(width=32, blocks=(2, 2, 2, 2))`, 64 x 64 inputs,
 batch 64, one CPU thread, the default layer (output of the last residual stage).
 
 * `forward`: one plain forward pass of the whole model over the samples;
-* `cached`: what the audit does: the trunk once (the audit shares this pass with relevance; it
-  is counted here all the same), then the head alone for each of the 7 conditions on the cached
-  activations (`auditor.checks.dropout.dropout_validation`);
+* `cached`: the trunk once, then the head alone for each of the 7 conditions on the layer's
+  activations held in memory (`auditor.checks.dropout.dropout_validation` measuring through
+  `cached_logits`); the audit's streamed `auditor.passes.dropout_pass` does the same work per
+  batch (the trunk once, the head per condition) without keeping the activations;
 * `naive`: 7 full forward passes with a channel mask applied at the layer.
 
 Ratios of median CPU times, the cases interleaved in one process.
@@ -21,7 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from auditor.checks.dropout import dropout_validation, random_channel_sets, rank_channels
+from auditor.checks.dropout import (
+    cached_logits,
+    dropout_validation,
+    random_channel_sets,
+    rank_channels,
+)
 from auditor.graph import ModelGraph
 from auditor.zoo import SmallResNet
 from benchmarks.timing import median_seconds
@@ -59,8 +65,11 @@ def dropout_validation_cost() -> dict[str, Any]:
             with torch.no_grad():
                 activations = torch.cat([split.trunk(b) for b in images.split(BATCH)])
             dropout_validation(
-                split.head, activations, labels, top_k=top, bottom_k=bottom,
-                random_sets=randoms, batch_size=BATCH,
+                cached_logits(split.head, activations, BATCH),
+                labels,
+                top_k=top,
+                bottom_k=bottom,
+                random_sets=randoms,
             )
 
         def naive() -> None:

@@ -3,7 +3,9 @@ relevance method, and its nearest samples in a layer's feature space (FAISS).
 
 The model and the samples come from the config the audit ran with (its `model.uri`,
 `tracking_uri` and sample sources), loaded as the auditor loads them
-(`auditor.mlflow_io.load_model`, `auditor.pipeline.build_graph`, `auditor.samples`).
+(`auditor.mlflow_io.load_model`, `auditor.pipeline.build_graph`, `auditor.samples`). The
+samples' images are read from disk as they are shown (their scratch folder is removed when the
+loaded samples are garbage-collected); feature spaces are streamed passes of the local executor.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import yaml
 from auditor import progress
 from auditor.config import AuditConfig
 from auditor.embeddings import prepare
+from auditor.executors import LocalExecutor, WorkerModel
 from auditor.graph import ModelGraph
 from auditor.mlflow_io import load_model
 from auditor.neighbours import IndexHandle, build_index, search
-from auditor.passes import layer_pass
+from auditor.passes import ForwardTask, layer_pass
 from auditor.pipeline import build_graph
 from auditor.relevance import explain
 from auditor.samples import SampleSet, load_samples, normalize
@@ -56,7 +59,12 @@ def load_audited(config_yaml: str) -> AuditedModel:
     samples = load_samples(
         config.samples, tracking_uri=config.tracking_uri, preprocess=config.preprocess
     )
-    return AuditedModel(config, build_graph(loaded, samples, config), samples)
+    try:
+        graph = build_graph(loaded, samples, config)
+    except BaseException:
+        samples.close()
+        raise
+    return AuditedModel(config, graph, samples)
 
 
 def _inputs(model: AuditedModel, row: int) -> torch.Tensor:
@@ -97,14 +105,15 @@ def feature_layers(model: AuditedModel) -> list[str]:
 def feature_space(model: AuditedModel, layer: str) -> FeatureSpace:
     """Pooled activations of all samples at `layer` (cosine metric), in an exact index."""
     config = model.config
-    pooled = layer_pass(
-        model.graph.split(layer),
-        model.samples.images,
-        lambda batch, _start: batch,
-        preprocess=config.preprocess,
-        batch_size=config.batch_size,
-        description=f"embeddings at {layer}",
-    )
+    worker = WorkerModel(
+        model.graph.split(layer), config.preprocess, config.relevance.composite,
+        config.relevance.epsilon,
+    )  # fmt: skip
+    with LocalExecutor() as executor:
+        pooled, _ = layer_pass(
+            executor, worker, model.samples.images, ForwardTask(f"embeddings at {layer}"),
+            config.pass_batch_size,
+        )  # fmt: skip
     vectors = prepare(pooled.channel_activation.numpy(), "cosine")
     return FeatureSpace(layer, vectors, build_index(vectors, "flat", seed=config.seed))
 

@@ -13,22 +13,22 @@ from PIL import Image
 from torch import nn
 
 from auditor.checks.gallery import (
-    activation_scores,
     channel_galleries,
     channel_heatmaps,
     gallery_channel_sets,
     layer_relevance,
     peak_positions,
-    top_samples,
 )
 from auditor.config import AuditConfig
+from auditor.executors import LocalExecutor, WorkerModel
 from auditor.gallery_render import GAP, manifest_dict, read_manifest, tile_size
 from auditor.graph import ModelGraph
-from auditor.passes import relevance_pass
+from auditor.passes import activation_scores, relevance_pass
 from auditor.receptive_field import receptive_fields
 from auditor.relevance import LRP, composite
 from auditor.results import ChannelTable, Finding
 from auditor.samples import SampleSet, normalize
+from auditor.sketches import TopRows
 from auditor.zoo import SmallResNet
 
 torch.set_num_threads(1)
@@ -101,9 +101,16 @@ def planted():
     graph = ModelGraph.from_module(ColourSquares().eval(), torch.from_numpy(samples.images[:2]))
     split = graph.split("features")
     base = relevance_pass(
-        split, LRP(split.head, RULES), samples.images, None, config.preprocess, config.batch_size
-    )
+        LocalExecutor(), _worker(split, config), samples.images, None, config.batch_size,
+        gallery_size=config.gallery.samples_per_channel,
+    )  # fmt: skip
     return samples, squares, config, split, base
+
+
+def _worker(split, config: AuditConfig) -> WorkerModel:
+    return WorkerModel(
+        split, config.preprocess, config.relevance.composite, config.relevance.epsilon
+    )
 
 
 def _galleries(planted, directory: Path, sets=None):
@@ -120,7 +127,7 @@ def test_top_samples_are_the_largest_activation_scores(planted, tmp_path):
     samples, _, _, split, _ = planted
     result = _galleries(planted, tmp_path)
     with torch.no_grad():
-        z = split.trunk(torch.from_numpy(samples.images))
+        z = split.trunk(torch.from_numpy(np.asarray(samples.images)))
     direct = z.clamp(min=0).sum(dim=(2, 3)).numpy()
     for gallery in result.channels:
         column = direct[:, gallery.channel]
@@ -131,14 +138,60 @@ def test_top_samples_are_the_largest_activation_scores(planted, tmp_path):
         assert min(e.score for e in gallery.entries) >= np.delete(column, ids).max()
 
 
-def test_top_samples_break_ties_by_sample_order():
-    assert top_samples(np.array([1.0, 3.0, 3.0, 2.0]), 3) == [1, 2, 3]
+def test_top_rows_break_ties_by_sample_order():
+    top = TopRows(3, 1)
+    top.update(np.arange(4), np.array([[1.0], [3.0], [3.0], [2.0]]))
+    rows, values = top.top(0)
+    assert rows.tolist() == [1, 2, 3] and values.tolist() == [3.0, 3.0, 2.0]
     activations = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]]])
     assert activation_scores(activations).item() == 1.5
 
 
+def test_top_rows_in_batches_equal_one_sort():
+    """Updating batch by batch (in any order) or merging partial sketches keeps, per column,
+    the rows a stable descending sort of all values puts first."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 6, size=(50, 4)).astype(float)  # many ties
+    expected = np.argsort(-values, axis=0, kind="stable")[:7]
+
+    def check(top: TopRows) -> None:
+        for column in range(4):
+            rows, kept = top.top(column)
+            assert rows.tolist() == expected[:, column].tolist()
+            assert kept.tolist() == values[expected[:, column], column].tolist()
+
+    whole = TopRows(7, 4)
+    whole.update(np.arange(50), values)
+    check(whole)
+    batched = TopRows(7, 4)
+    for rows in reversed(np.array_split(np.arange(50), 6)):
+        batched.update(rows, values[rows])
+    check(batched)
+    parts = [TopRows(7, 4) for _ in range(3)]
+    for part, rows in zip(parts, np.array_split(rng.permutation(50), 3)):
+        part.update(rows, values[rows])
+    parts[2].merge(parts[0])
+    parts[2].merge(parts[1])
+    check(parts[2])
+    few = TopRows(7, 4)
+    few.update(np.arange(3), values[:3])  # fewer rows than m: all of them, sorted
+    assert few.top(1)[0].tolist() == np.argsort(-values[:3, 1], kind="stable").tolist()
+
+
+def test_relevance_pass_keeps_the_top_activation_scores(planted):
+    samples, _, config, split, base = planted
+    with torch.no_grad():
+        z = split.trunk(normalize(torch.from_numpy(samples.images[:]), config.preprocess))
+    scores = activation_scores(z).numpy()
+    for channel in range(scores.shape[1]):
+        rows, values = base.top_activations.top(channel)
+        order = np.argsort(-scores[:, channel], kind="stable")[: config.gallery.samples_per_channel]
+        assert rows.tolist() == order.tolist()
+        np.testing.assert_allclose(values, scores[order, channel], rtol=1e-5)
+
+
 def test_planted_red_square_region_and_heatmap(planted, tmp_path):
-    samples, squares, config, split, base = planted
+    samples, squares, config, split, _ = planted
     red = _galleries(planted, tmp_path).channels[0]
     assert red.channel == 0 and red.sets == ["global"]
     brightest = max(squares, key=lambda i: samples.images[i, 0].max())
@@ -150,8 +203,10 @@ def test_planted_red_square_region_and_heatmap(planted, tmp_path):
         assert (entry.box[2] - entry.box[0], entry.box[3] - entry.box[1]) == (8, 8)
 
     shown = [e.sample_index for e in red.entries]
-    relevance = layer_relevance(LRP(split.head, RULES), base.activations[shown], None, 3)
     images = normalize(torch.from_numpy(samples.images[shown]), config.preprocess)
+    with torch.no_grad():
+        activations = split.trunk(images)
+    relevance = layer_relevance(LRP(split.head, RULES), activations, None, 3)
     heatmaps = channel_heatmaps(LRP(split.trunk, RULES), images, relevance, [0] * 4, 3)
     for sample, heatmap in zip(shown, heatmaps):
         top, left, bottom, right = squares[sample]
@@ -232,8 +287,8 @@ def test_residual_model_with_labels_as_target(tmp_path):
     )
     split = ModelGraph.from_module(model, torch.from_numpy(images[:2])).split("layer2")
     base = relevance_pass(
-        split, LRP(split.head, RULES), images, torch.from_numpy(samples.labels),
-        config.preprocess, config.batch_size,
+        LocalExecutor(), _worker(split, config), samples.images, samples.labels,
+        config.batch_size, gallery_size=config.gallery.samples_per_channel,
     )  # fmt: skip
     result = channel_galleries(split, samples, base, {"global": [2, 5]}, config, tmp_path, RULES)
     assert [g.channel for g in result.channels] == [2, 5] and result.target == "label"

@@ -59,7 +59,7 @@ def test_bad_values_fail_when_the_source_is_opened(tmp_path):
 
 
 def test_concatenation_routes_rows_to_their_part(uint8_nhwc, tmp_path):
-    raw, first = uint8_nhwc
+    _, first = uint8_nhwc
     second = ArrayImages(np.random.default_rng(2).random((4, 3, 6, 5), dtype=np.float32))
     both = ConcatImages([first, second])
     assert both.shape == (27, 3, 6, 5)

@@ -7,8 +7,10 @@ import logging
 import textwrap
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from auditor.checks import probes
 from auditor.checks.probes import (
@@ -23,11 +25,15 @@ from auditor.checks.probes import (
     build_probe,
     grayscale,
     known_probes,
-    occlusion_map,
+    occlusion_summary,
     place_probe,
     register_probe,
 )
-from auditor.config import load_config
+from auditor.config import Preprocess, load_config
+from auditor.executors import LocalExecutor, WorkerModel
+from auditor.graph import SplitModel
+from auditor.images import ArrayImages
+from auditor.passes import OcclusionTask
 
 torch.set_num_threads(1)
 SIZE = 32
@@ -117,31 +123,62 @@ def test_brightness_contrast_fixes_each_image_mean_and_std_and_keeps_its_pattern
     assert torch.allclose(correlation, torch.ones(4), atol=1e-5)
 
 
+class _ReadsOneCell(nn.Module):
+    """The logit of class 0 is the mean of `cell` (rows, columns); class 1 is constant 0.3."""
+
+    def __init__(self, cell: tuple[slice, slice]):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = x[:, :, self.cell[0], self.cell[1]].mean(dim=(1, 2, 3))
+        return torch.stack([score, torch.full_like(score, 0.3)], dim=1)
+
+
 def test_patch_occlusion_finds_the_one_cell_the_model_reads():
     """The logit of class 0 is the content of cell 6 (row 1, column 2 of a 4 x 4 grid); the
-    model is sensitive there and nowhere else."""
+    model is sensitive there and nowhere else. The scan is the streamed `OcclusionTask` (per
+    sample and cell) summarised by `occlusion_summary`."""
     cell = slice(8, 16), slice(16, 24)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        score = x[:, :, cell[0], cell[1]].mean(dim=(1, 2, 3))
-        return torch.stack([score, torch.full_like(score, 0.3)], dim=1)
+    head = _ReadsOneCell(cell)
+    model = WorkerModel(SplitModel("input", nn.Identity(), head), Preprocess(), "epsilon", 1e-6)
 
     x = 0.2 * _images()
     x[:, :, cell[0], cell[1]] = 1.0  # a bright mark: the shortcut
-    base = forward(x)
-    scan = occlusion_map(forward, x, base, PatchOcclusion(grid=4), batch_size=3)
+    images = ArrayImages(x.numpy())
+    base = head(x)
+
+    def scan_with(batch_size: int):
+        def scan(probe: PatchOcclusion):
+            task = OcclusionTask(probe, base.numpy())
+            out = LocalExecutor().run(task, model, images, batch_size)
+            assert out["margin_lost"].shape == out["flipped"].shape == (len(x), probe.grid**2)
+            return occlusion_summary(out["margin_lost"], out["flipped"], probe)
+
+        return scan
+
+    scan = scan_with(3)(PatchOcclusion(grid=4))
     assert scan.worst_cell == 6 and scan.grid == 4
     drops = torch.tensor(scan.margin_drop)
     assert drops[1, 2] > 1 and scan.flip_rate[1][2] == 1.0
     drops[1, 2] = 0
     assert (drops == 0).all() and sum(map(sum, scan.flip_rate)) == 1.0
     assert scan.concentration > 1
-    placed, placed_scan = place_probe(PatchOcclusion(grid=4), forward, x, base, batch_size=8)
+    placed, placed_scan = place_probe(PatchOcclusion(grid=4), scan_with(8))
     assert placed == PatchOcclusion(grid=4, cell=6) and placed_scan == scan
     assert placed.label == "patch_occlusion(cell=6)"
-    assert place_probe(Blur(), forward, x, base, batch_size=8) == (Blur(), None)
+    assert place_probe(Blur(), scan_with(8)) == (Blur(), None)
     with pytest.raises(ValueError, match="scans the grid"):
         PatchOcclusion()(x)
+
+
+def test_occlusion_summary_averages_each_cell_over_the_samples():
+    lost = np.array([[0.0, 0.5, 2.0, 0.0], [0.0, 1.5, 0.0, 0.0]])
+    flipped = np.array([[False, False, True, False], [False, True, False, False]])
+    summary = occlusion_summary(lost, flipped, PatchOcclusion(grid=2))
+    assert summary.grid == 2 and summary.worst_cell == 1  # ties: the first cell
+    assert summary.margin_drop == [[0.0, 1.0], [1.0, 0.0]]
+    assert summary.flip_rate == [[0.0, 0.5], [0.5, 0.0]]
 
 
 def test_builtin_probes_are_registered_and_built_from_config_entries():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 
@@ -107,6 +108,21 @@ def test_concatenate_two_sources(tmp_path: Path) -> None:
     assert s.labels.tolist() == [0, 1, 0] and s.class_names == ["x"]
     sub = s.subset(np.array([False, True, True]))
     assert isinstance(sub, SampleSet) and sub.ids == ["a/1", "b/x/1.png"] and sub.n_labelled == 2
+
+
+def test_extracted_images_live_until_the_set_is_closed(tmp_path: Path) -> None:
+    raw = [_rng_uint8(3, 8, 8, 3), _rng_uint8(2, 8, 8, 3)]
+    sources = [
+        SampleSource(name=n, uri=str(_npz(tmp_path, f"{n}.npz", images=r)))
+        for n, r in zip("ab", raw)
+    ]
+    with load_samples(sources, tracking_uri=TRACKING, preprocess=RAW) as s:
+        gc.collect()  # the per-file sets loaded on the way are gone; their files are not
+        expected = np.concatenate(raw).transpose(0, 3, 1, 2) / 255.0
+        np.testing.assert_allclose(np.asarray(s.images), expected, atol=1e-6)
+        scratch = s.scratch
+        assert scratch is not None and any(scratch.rglob("*.npy"))
+    assert not scratch.exists()
 
 
 def test_concatenate_rejects_different_sizes(tmp_path: Path) -> None:

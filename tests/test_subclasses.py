@@ -24,12 +24,13 @@ from auditor.checks.subclasses import (
 from auditor.config import AuditConfig, SubclassThresholds
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.embeddings import LayerEmbeddings, layer_embeddings, prepare
+from auditor.executors import LocalExecutor, WorkerModel
 from auditor.graph import ModelGraph
 from auditor.mlflow_io import load_model
 from auditor.neighbours import build_index
 from auditor.passes import RelevancePass, relevance_pass
-from auditor.relevance import LRP, composite
 from auditor.samples import SampleSet, load_samples
+from auditor.sketches import TopRows
 
 from .conftest import Scenario, audit_config
 
@@ -81,11 +82,13 @@ def synthetic_audit(
         set_names=sets,
         class_names=["real", "fake"],
     )
+    top = TopRows(9, CHANNELS)  # 1 x 1 activations: the score is the positive part
+    top.update(np.arange(n), np.maximum(vectors, 0).astype(np.float64))
     base = RelevancePass(
         logits=torch.tensor(logits, dtype=torch.float32),
         channel_activation=torch.from_numpy(vectors),
-        activations=torch.from_numpy(vectors)[:, :, None, None],
         channel_relevance=torch.tensor(relevance, dtype=torch.float32),
+        top_activations=top,
     )
     return samples, base, vectors
 
@@ -253,18 +256,23 @@ def new_generator_images(n: int, seed: int) -> np.ndarray:
 def audit_embeddings(config: AuditConfig):
     """The audit pipeline up to the relevance pass, then the subclass check."""
     loaded = load_model(config.model.uri, tracking_uri=config.tracking_uri, trusted=False)
-    samples = load_samples(
-        config.samples, tracking_uri=config.tracking_uri, preprocess=config.preprocess
-    )
     graph = ModelGraph.from_program(loaded.program)
-    layer = graph.default_layer()
-    split = graph.split(layer)
-    lrp = LRP(split.head, composite(config.relevance.composite, config.relevance.epsilon))
-    base = relevance_pass(split, lrp, samples.images, None, config.preprocess, config.batch_size)
-    embeddings = layer_embeddings(graph, samples, base, layer, config)
-    return subclass_check(
-        samples, base, config, config.audit_artifact_dir(1), embeddings=embeddings
-    )
+    model = WorkerModel(
+        graph.split(graph.default_layer()), config.preprocess, config.relevance.composite,
+        config.relevance.epsilon,
+    )  # fmt: skip
+    executor = LocalExecutor()
+    with load_samples(
+        config.samples, tracking_uri=config.tracking_uri, preprocess=config.preprocess
+    ) as samples:
+        base = relevance_pass(
+            executor, model, samples.images, None, config.pass_batch_size,
+            gallery_size=config.gallery.samples_per_channel,
+        )  # fmt: skip
+        embeddings = layer_embeddings(executor, model, graph, samples, base, config)
+        return subclass_check(
+            samples, base, config, config.audit_artifact_dir(1), embeddings=embeddings
+        )
 
 
 def scenario_config(scenario: Scenario, tmp_path: Path, extra: list[tuple[str, Path]] = ()):

@@ -15,7 +15,7 @@ Every probe maps float images N x 3 x H x W in [0, 1] to images of the same shap
 | `jpeg` | compression-sensitive detail (JPEG re-compression at `quality`, Pillow) |
 | `border_mask` | a frame of `width` (share of each side) filled with the image mean or `fill` |
 | `brightness_contrast` | global brightness and contrast (each image to `mean`, `std`) |
-| `patch_occlusion` | one cell of a `grid` x `grid` partition (`occlusion_map` scans all) |
+| `patch_occlusion` | one cell of a `grid` x `grid` partition (the occlusion scan tries all) |
 
 Probes are plug-ins. A probe is a frozen dataclass subclassing `Probe` whose fields are its
 parameters (each with a default), registered under its `name`:
@@ -358,7 +358,7 @@ class BrightnessContrast(Probe):
 @dataclass(frozen=True)
 class PatchOcclusion(Probe):
     """Cell `cell` (row-major; rows `r * H // grid` to `(r + 1) * H // grid`, columns alike) set
-    to the fill. Without a cell the probe is a scan: `occlusion_map` occludes every cell in turn,
+    to the fill. Without a cell the probe is a scan: `auditor.passes.OcclusionTask` occludes every cell in turn,
     and `place_probe` turns it into the probe of the cell with the largest effect."""
 
     name = "patch_occlusion"
@@ -384,8 +384,7 @@ class PatchOcclusion(Probe):
     def __call__(self, images: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         if self.cell is None:
             raise ValueError(
-                "patch_occlusion without a cell scans the grid: use occlusion_map() or "
-                "place_probe(), or set cell"
+                "patch_occlusion without a cell scans the grid: use place_probe(), or set cell"
             )
         height, width = images.shape[-2:]
         row, col = divmod(self.cell, self.grid)

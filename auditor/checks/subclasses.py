@@ -70,6 +70,9 @@ from auditor.samples import SampleSet
 
 MIN_SAMPLES = 20
 """Fewer samples than this are not clustered."""
+#: seeded k-means restarts on the spectral embedding, the best objective kept: one start can
+#: put two centroids on one tight cluster and merge two others (seen with faiss 1.15)
+KMEANS_RESTARTS = 10
 LAPLACIAN_SHIFT = -1e-3
 """Shift-invert point below the Laplacian's spectrum (>= 0): `L - shift I` factorises."""
 
@@ -139,7 +142,8 @@ def spectral_clusters(
         dtype=np.float32,
     )
     kmeans = faiss.Kmeans(
-        k, k, niter=settings.kmeans_iterations, seed=seed, min_points_per_centroid=1
+        k, k, niter=settings.kmeans_iterations, seed=seed, min_points_per_centroid=1,
+        nredo=KMEANS_RESTARTS,
     )
     kmeans.train(spectral)
     labels = kmeans.index.search(spectral, 1)[1][:, 0]
