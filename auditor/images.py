@@ -176,7 +176,14 @@ class NpyImages(ImageSource):
         with open(self.path, "rb") as f:
             for start, stop, at in _runs(rows):
                 f.seek(self.offset + start * self.row_bytes)
-                chunk = np.frombuffer(f.read((stop - start) * self.row_bytes), dtype=self.stored_dtype)
+                data = f.read((stop - start) * self.row_bytes)
+                if len(data) != (stop - start) * self.row_bytes:
+                    raise SampleError(
+                        f"sample file {self.label}: rows {start}-{stop - 1} cannot be read "
+                        f"from {self.path} (the file is shorter than its header says)",
+                        "keep the sample files unchanged while an audit runs",
+                    )
+                chunk = np.frombuffer(data, dtype=self.stored_dtype)
                 raw[at : at + stop - start] = chunk.reshape(stop - start, *self.stored_shape[1:])
         return raw
 

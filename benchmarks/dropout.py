@@ -8,8 +8,10 @@ batch 64, one CPU thread, the default layer (output of the last residual stage).
 * `forward`: one plain forward pass of the whole model over the samples;
 * `cached`: the trunk once, then the head alone for each of the 7 conditions on the layer's
   activations held in memory (`auditor.checks.dropout.dropout_validation` measuring through
-  `cached_logits`); the audit's streamed `auditor.passes.dropout_pass` does the same work per
-  batch (the trunk once, the head per condition) without keeping the activations;
+  `cached_logits`);
+* `streamed`: what an audit runs: `auditor.passes.dropout_pass` on the local executor (images
+  read batch by batch, the trunk once per batch, the 7 conditions through the head in one
+  stacked call, no activations kept), then `dropout_validation` on its logits;
 * `naive`: 7 full forward passes with a channel mask applied at the layer.
 
 Ratios of median CPU times, the cases interleaved in one process.
@@ -28,7 +30,11 @@ from auditor.checks.dropout import (
     random_channel_sets,
     rank_channels,
 )
+from auditor.config import Preprocess
+from auditor.executors import LocalExecutor, WorkerModel
 from auditor.graph import ModelGraph
+from auditor.images import ArrayImages
+from auditor.passes import Condition, dropout_pass
 from auditor.zoo import SmallResNet
 from benchmarks.timing import median_seconds
 
@@ -72,6 +78,19 @@ def dropout_validation_cost() -> dict[str, Any]:
                 random_sets=randoms,
             )
 
+        worker = WorkerModel(split, Preprocess(mean=(0, 0, 0), std=(1, 1, 1)), "epsilon", 1e-6)
+        source = ArrayImages(images.numpy())
+        predicted = np.zeros(N, dtype=np.int64)
+
+        def streamed() -> None:
+            dropped = dropout_pass(
+                LocalExecutor(), worker, source, [Condition(tuple(d)) for d in conditions],
+                predicted, CLASSES, BATCH,
+            )
+            dropout_validation(
+                dropped.of(None), labels, top_k=top, bottom_k=bottom, random_sets=randoms
+            )
+
         def naive() -> None:
             with torch.no_grad():
                 for drop in conditions[1:]:
@@ -81,7 +100,8 @@ def dropout_validation_cost() -> dict[str, Any]:
                         split.head(split.trunk(batch) * mask.reshape(1, -1, 1, 1))
 
         seconds = median_seconds(
-            {"forward": forward, "cached": cached, "naive": naive}, warmup=WARMUP, repeats=REPEATS
+            {"forward": forward, "cached": cached, "streamed": streamed, "naive": naive},
+            warmup=WARMUP, repeats=REPEATS,
         )
     finally:
         torch.set_num_threads(threads)
@@ -93,9 +113,12 @@ def dropout_validation_cost() -> dict[str, Any]:
         "conditions": len(conditions),
         "forward_s": round(cpu["forward"], 4),
         "cached_dropout_s": round(cpu["cached"], 4),
+        "streamed_dropout_s": round(cpu["streamed"], 4),
         "naive_dropout_s": round(cpu["naive"], 4),
         "cached_ratio": round(cpu["cached"] / cpu["forward"], 3),
+        "streamed_ratio": round(cpu["streamed"] / cpu["forward"], 3),
+        "streamed_vs_naive": round(cpu["streamed"] / cpu["naive"], 3),
         "naive_ratio": round(cpu["naive"] / cpu["forward"], 3),
         "target_ratio": TARGET,
-        "meets_target": cpu["cached"] / cpu["forward"] <= TARGET,
+        "meets_target": max(cpu["cached"], cpu["streamed"]) / cpu["forward"] <= TARGET,
     }

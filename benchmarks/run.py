@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from auditor import progress
 from benchmarks import dropout, faiss_knn, relevance, scaling, srd
 
 Benchmark = Callable[[], dict[str, Any]]
@@ -37,6 +38,7 @@ def main(names: list[str]) -> int:
     if unknown:
         print(f"error: unknown benchmark {unknown[0]} (known: {', '.join(known)})", file=sys.stderr)
         return 2
+    progress.enabled = False  # bars on stderr would be timed with the passes
     results = {name: known[name]() for name in names or known}
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     RESULTS.write_text(json.dumps({**stored, **results}, indent=2) + "\n")

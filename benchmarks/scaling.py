@@ -36,6 +36,7 @@ import mlflow
 import numpy as np
 import torch
 
+from auditor import progress
 from auditor.config import AuditConfig
 from auditor.demo.run import save_npz
 from auditor.demo.scenario import make_counterfeit_data
@@ -83,6 +84,7 @@ def child(config_path: str) -> None:
     """Run one audit from a JSON config file; print its seconds, stage timings and peak memory."""
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
+    progress.enabled = False
     raw = json.loads(Path(config_path).read_text())
     audit_config = AuditConfig.model_validate(raw)
     baseline = status_kib("VmRSS:")

@@ -1,5 +1,6 @@
 """Executors: the local (streaming) executor and the Ray executor on a local Ray cluster started
-by the test give the same audit for the same seed; a missing Ray gives one clear error."""
+by the tests give the same audit for the same seed; an input error met by a Ray worker reaches
+the user as itself; a missing Ray gives one clear error."""
 
 from __future__ import annotations
 
@@ -9,14 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from auditor.config import AuditConfig, ExecutorSettings
-from auditor.errors import ConfigError
-from auditor.executors import LocalExecutor, make_executor
+from auditor.config import AuditConfig, ExecutorSettings, Preprocess
+from auditor.errors import ConfigError, SampleError
+from auditor.executors import LocalExecutor, WorkerModel, make_executor
+from auditor.graph import ModelGraph
+from auditor.images import NpyImages
+from auditor.passes import ForwardTask
 from auditor.pipeline import run_checks
+from auditor.zoo import SmallResNet
 from tests.conftest import Scenario, audit_config
 
-pytest.importorskip("ray")
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster for this module's tests (the executors join it)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -41,7 +54,7 @@ def _audit(scenario: Scenario, tmp_path: Path, executor: dict):
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_local_audit(shortcut_scenario: Scenario, tmp_path):
+def test_ray_executor_gives_the_local_audit(ray_cluster, shortcut_scenario: Scenario, tmp_path):
     local = _audit(shortcut_scenario, tmp_path / "local", {"kind": "local"})
     ray = _audit(
         shortcut_scenario, tmp_path / "ray",
@@ -62,6 +75,19 @@ def test_ray_executor_gives_the_local_audit(shortcut_scenario: Scenario, tmp_pat
         else:
             assert a == b, path
     assert local.result.findings, "the shortcut scenario must give findings to compare"
+
+
+def test_a_workers_input_error_reaches_the_user_as_itself(ray_cluster, tmp_path):
+    path = tmp_path / "images.npy"
+    np.save(path, np.zeros((20, 8, 8, 3), np.uint8))
+    images = NpyImages(path, label="production.npz", size=None)
+    with open(path, "r+b") as f:  # the file shrinks after the audit opened it
+        f.truncate(path.stat().st_size - 100)
+    graph = ModelGraph.from_module(SmallResNet(width=4).eval(), torch.rand(2, 3, 8, 8))
+    model = WorkerModel(graph.split(graph.default_layer()), Preprocess(), "epsilon", 1e-6)
+    executor = make_executor(ExecutorSettings(kind="ray", num_workers=1))
+    with executor, pytest.raises(SampleError, match=r"production\.npz: rows 16-19 cannot be read"):
+        executor.run(ForwardTask("forward"), model, images, batch_size=4)
 
 
 def test_local_is_the_default_executor():

@@ -215,8 +215,9 @@ def test_occlusion_gives_relevance_only_where_the_logit_looks():
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3)) + 0.5
     relevance = OcclusionMethod(graph, patch=4).attribute(x, torch.zeros(4, dtype=torch.long))
     inside = region.bool().expand_as(x)
-    assert (relevance[~inside] == 0).all()
-    assert (relevance[inside] > 0).all()
+    # outside: zero up to the float rounding of logits computed in batches of another size
+    assert relevance[~inside].abs().max() < 1e-4
+    assert (relevance[inside] > 0.1).all()
     expected = (x * region).flatten(1).sum(dim=1)  # filling the whole patch with 0 drops it all
     assert torch.allclose(relevance[:, 0, 0, 0], expected)
 

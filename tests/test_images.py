@@ -80,3 +80,12 @@ def test_sources_pickle_to_the_same_images(uint8_nhwc, tmp_path):
     again = pickle.loads(pickle.dumps(subset))
     np.testing.assert_array_equal(np.asarray(again), np.asarray(subset))
     assert np.asarray(again)[0].max() == pytest.approx(40 / 255)
+
+
+def test_a_file_that_shrinks_after_opening_names_the_rows(uint8_nhwc):
+    _, source = uint8_nhwc
+    with open(source.path, "r+b") as f:
+        f.truncate(source.path.stat().st_size - 1)
+    np.testing.assert_array_equal(source.read(np.arange(3)).shape, (3, 3, 6, 5))
+    with pytest.raises(SampleError, match=r"a\.npz: rows 20-22 cannot be read"):
+        source.read(np.arange(20, 23))

@@ -4,10 +4,15 @@ gallery's top samples per channel, the dropout conditions' logits)."""
 
 from __future__ import annotations
 
+import io
+import re
+
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
+from auditor import progress
 from auditor.config import Preprocess
 from auditor.executors import BatchResult, LocalExecutor, WorkerModel
 from auditor.executors.base import collect
@@ -86,3 +91,14 @@ def test_collect_places_rows_whatever_order_batches_arrive():
         BatchResult(np.array([0, 1, 2, 3]), {"x": np.array([[0.0], [1.0], [2.0], [3.0]])}),
     ]
     assert collect(iter(results), 6)["x"][:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_pass_shows_samples_done_rate_and_eta(setup, monkeypatch):
+    images, _, model, _ = setup
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=screen, width=200))
+    monkeypatch.setattr(progress, "enabled", True)
+    relevance_pass(LocalExecutor(), model, ArrayImages(images), None, BATCH, gallery_size=2)
+    line = screen.getvalue()
+    assert "relevance at layer" in line and f"{N}/{N} samples" in line
+    assert re.search(r"[\d,]+ samples/s", line) and "eta" in line

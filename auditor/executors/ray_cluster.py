@@ -10,14 +10,17 @@ of batches in flight). Ray is an optional dependency (`pip install 'relevance-au
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from auditor import errors
 from auditor.config import ExecutorSettings
 from auditor.errors import AuditorError, ConfigError
 from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel, run_batch
@@ -39,13 +42,16 @@ class _Worker:
         self.task, self.images, self.batch_size = task, images, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = [
-            run_batch(
-                self.task, self.model, self.images,
-                np.arange(start, min(start + self.batch_size, len(self.images))),
-            )
-            for start in batch["start"]
-        ]
+        try:
+            results = [
+                run_batch(
+                    self.task, self.model, self.images,
+                    np.arange(start, min(start + self.batch_size, len(self.images))),
+                )
+                for start in batch["start"]
+            ]
+        except AuditorError as err:  # Ray Data keeps only the text of a worker's exception
+            raise RuntimeError(_carry(err)) from err
         out = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
         out[ROW] = np.concatenate([r.rows for r in results])
         return out
@@ -128,14 +134,23 @@ class RayExecutor(Executor):
             self._started = False
 
 
+_CARRIED = re.compile(r"<<auditor-error (\{.*?\}) auditor-error>>", re.DOTALL)
+
+
+def _carry(err: AuditorError) -> str:
+    """An auditor error as text that survives Ray's wrapping (`_user_error` reads it back)."""
+    fields = {"type": type(err).__name__, "what": err.what, "fix": err.fix}
+    return f"<<auditor-error {json.dumps(fields)} auditor-error>>"
+
+
 def _user_error(err: BaseException) -> BaseException:
-    """The auditor's own error inside Ray's wrappers (a bad sample file read by a worker), so
-    that it reaches the user as one line; else `err`."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, AuditorError):
-            return current
-        seen.add(id(current))
-        current = getattr(current, "cause", None) or current.__cause__
-    return err
+    """The auditor's own error that a worker met (a bad sample file), rebuilt from the text
+    Ray's wrappers keep, so that it reaches the user as one line; else `err`."""
+    found = _CARRIED.search(str(err))
+    if found is None:
+        return err
+    fields = json.loads(found.group(1))
+    kind = getattr(errors, fields["type"], None)
+    if not (isinstance(kind, type) and issubclass(kind, AuditorError)):
+        kind = AuditorError
+    return kind(fields["what"], fields["fix"])
