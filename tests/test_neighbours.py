@@ -10,6 +10,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from auditor import neighbours as index_module
 from auditor.checks.subclasses import subclass_check
 from auditor.cli_explore import neighbours
 from auditor.embeddings import LayerEmbeddings, load_space
@@ -180,3 +181,13 @@ def test_neighbours_names_a_missing_audit_or_sample(tmp_path):
     assert "audit 99 has no embedding index" in str(missing.exception)
     unknown = run_cli(config_path, "--audit", "1", "--sample", "nope")
     assert isinstance(unknown.exception, SampleError) and "'nope'" in str(unknown.exception)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_indexes_built_from_shards_recall_as_built_at_once(kind, monkeypatch):
+    data, queries = random_vectors(4000, 0), random_vectors(200, 1)
+    exact = search(build_index(data, "flat"), queries, 10).indices
+    monkeypatch.setattr(index_module, "SHARD", 700)  # 6 shards
+    assert np.array_equal(search(build_index(data, "flat"), queries, 10).indices, exact)
+    approx = search(build_index(data.astype(np.float16), kind, seed=3), queries, 10).indices
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) >= 0.9
