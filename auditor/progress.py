@@ -13,7 +13,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
@@ -23,13 +22,12 @@ enabled = True
 
 
 def _bar(unit: str) -> Progress:
-    return Progress(
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
+    return Progress(  # fits 80 columns (a log file, a CI console)
+        TextColumn("{task.description:<25.25}"),
+        BarColumn(bar_width=8),
         MofNCompleteColumn(),
         TextColumn(unit),
         TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=_console,
@@ -37,8 +35,8 @@ def _bar(unit: str) -> Progress:
     )
 
 
-def _rate(task_speed: float | None, unit: str) -> str:
-    return f"{task_speed:,.0f} {unit}/s" if task_speed else f"- {unit}/s"
+def _rate(task_speed: float | None) -> str:
+    return f"{task_speed:,.0f}/s" if task_speed else "-/s"
 
 
 @contextmanager
@@ -48,11 +46,11 @@ def sample_bar(description: str, total: int, unit: str = "samples") -> Iterator[
         yield lambda _n: None
         return
     with _bar(unit) as bar:
-        task = bar.add_task(description, total=total, rate=_rate(None, unit))
+        task = bar.add_task(description, total=total, rate=_rate(None))
 
         def advance(n: int) -> None:
             bar.advance(task, n)
-            bar.update(task, rate=_rate(bar.tasks[task].speed, unit))
+            bar.update(task, rate=_rate(bar.tasks[task].speed))
 
         yield advance
 

@@ -101,4 +101,4 @@ def test_a_pass_shows_samples_done_rate_and_eta(setup, monkeypatch):
     relevance_pass(LocalExecutor(), model, ArrayImages(images), None, BATCH, gallery_size=2)
     line = screen.getvalue()
     assert "relevance at layer" in line and f"{N}/{N} samples" in line
-    assert re.search(r"[\d,]+ samples/s", line) and "eta" in line
+    assert re.search(r"[\d,]+/s", line) and "eta" in line
