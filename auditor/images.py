@@ -65,11 +65,15 @@ class ImageSource(ABC):
         images = self.read(np.arange(len(self)))
         return images if dtype is None else images.astype(dtype)
 
+    def batch(self, start: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, images) of the batch of at most `batch_size` samples from row `start`."""
+        rows = np.arange(start, min(start + batch_size, len(self)))
+        return rows, self.read(rows)
+
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows, images) of consecutive batches of `batch_size` samples."""
         for start in range(0, len(self), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(self)))
-            yield rows, self.read(rows)
+            yield self.batch(start, batch_size)
 
     def subset(self, rows: np.ndarray) -> ImageSource:
         """The images of `rows`, still read lazily."""
@@ -241,7 +245,7 @@ class FileImages(ImageSource):
         if tuple(shape) != self._shape[1:]:
             raise SampleError(
                 f"sample folder {self.folder} holds images of different sizes "
-                f"({self.files[0].name}: {_hw(self._shape)}, {path.name}: {_hw(shape)})",
+                f"({self.files[0].name}: {hw_text(self._shape)}, {path.name}: {hw_text(shape)})",
                 "set preprocess.size to resize them to one size",
             )
 
@@ -272,7 +276,8 @@ def _span(rows: np.ndarray) -> str:
     return f"{rows.min()}-{rows.max()}"
 
 
-def _hw(shape: tuple[int, ...]) -> str:
+def hw_text(shape: tuple[int, ...]) -> str:
+    """The image size of a shape ending in H, W, as `HxW`."""
     return "x".join(str(d) for d in shape[-2:])
 
 

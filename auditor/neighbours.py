@@ -76,7 +76,9 @@ def choose_kind(n: int, setting: IndexSetting, threshold: int) -> IndexKind:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_faiss_thread() -> Iterator[None]:
+    """FAISS on one OpenMP thread inside the block (an HNSW graph built on several threads
+    depends on their timing); the previous setting is restored after."""
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
@@ -109,7 +111,7 @@ def build_index(vectors: np.ndarray, kind: IndexKind, *, seed: int = 0) -> Index
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_LINKS)
         index.hnsw.efSearch = HNSW_EF_SEARCH
-        with _one_thread():
+        with one_faiss_thread():
             index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     else:
         nlist = max(1, min(round(math.sqrt(n)), n))

@@ -180,10 +180,14 @@ class NeutralTransform:
 @dataclass(frozen=True)
 class Condition:
     """A channel-dropout condition: channels `drop` zeroed at the layer, on the samples
-    predicted as `class_index` (all samples when None)."""
+    predicted as `class_index` (all samples when None). `drop` is kept sorted, so one channel
+    set is one condition however it was listed."""
 
     drop: tuple[int, ...]
     class_index: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drop", tuple(sorted(int(c) for c in self.drop)))
 
     @property
     def key(self) -> str:
@@ -257,7 +261,7 @@ class DropoutLogits:
         )
 
         def logits_of(drop: Sequence[int]) -> torch.Tensor:
-            key = Condition(tuple(sorted(int(c) for c in drop)), class_index).key
+            key = Condition(tuple(drop), class_index).key
             return torch.from_numpy(self._logits[key][rows])
 
         return logits_of
@@ -273,8 +277,7 @@ def dropout_pass(
     batch_size: int,
 ) -> DropoutLogits:
     """Every dropout condition in one pass: the trunk once per batch, the head per condition."""
-    canonical = (Condition(tuple(sorted(c.drop)), c.class_index) for c in conditions)
-    unique = tuple({c.key: c for c in canonical}.values())
+    unique = tuple({c.key: c for c in conditions}.values())
     task = DropoutTask(unique, np.asarray(predicted, dtype=np.int64), n_classes)
     return DropoutLogits(executor.run(task, model, images, batch_size), predicted)
 

@@ -38,6 +38,7 @@ from auditor.images import (
     FileImages,
     ImageSource,
     NpyImages,
+    hw_text,
 )
 from auditor.mlflow_io import download_samples
 
@@ -170,8 +171,8 @@ def _concatenate(sets: list[SampleSet]) -> SampleSet:
     for other in sets[1:]:
         if other.images.shape[2:] != first.images.shape[2:]:
             raise SampleError(
-                f"sample set {other.set_names[0]} has images of {_hw(other)} but "
-                f"{first.set_names[0]} has {_hw(first)}",
+                f"sample set {other.set_names[0]} has images of {hw_text(other.images.shape)} but "
+                f"{first.set_names[0]} has {hw_text(first.images.shape)}",
                 "set preprocess.size to resize all sample sets to one size",
             )
     named = [s for s in sets if s.class_names is not None]
@@ -297,6 +298,3 @@ def _image_files(folder: Path) -> list[Path]:
 def _first_duplicate(values: list[str]) -> str:
     return next(v for v, count in Counter(values).items() if count > 1)
 
-
-def _hw(samples: SampleSet) -> str:
-    return "x".join(str(d) for d in samples.images.shape[2:])

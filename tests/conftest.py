@@ -21,6 +21,7 @@ import torch
 from auditor.demo.run import DemoSizes, save_npz
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.demo.train import MEAN, STD, train_classifier
+from auditor.neighbours import one_faiss_thread
 
 SERVER_START_TIMEOUT_S = 90.0
 
@@ -148,3 +149,10 @@ def audit_config(
     for key, value in overrides.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
     return config
+
+
+@pytest.fixture
+def faiss_on_one_thread():
+    """FAISS on one thread for the test, as the auditor builds its HNSW indexes."""
+    with one_faiss_thread():
+        yield

@@ -21,13 +21,7 @@ from auditor.store import AuditStore
 from .test_store import make_result
 from .test_subclasses import run_synthetic, synthetic_audit, synthetic_config
 
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("faiss_on_one_thread")
 
 
 def random_vectors(n: int, seed: int, dim: int = 32) -> np.ndarray:

@@ -8,7 +8,6 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 import torch
@@ -34,13 +33,7 @@ from auditor.sketches import TopRows
 
 from .conftest import Scenario, audit_config
 
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("faiss_on_one_thread")
 
 
 CHANNELS = 16

@@ -170,10 +170,11 @@ def _galleries(
     targets = None
     if config.relevance.target == "label":
         targets = torch.from_numpy(samples.labels[shown])
+    shown_images = torch.from_numpy(samples.images[shown])  # the only images read again
     with torch.no_grad():
         activations = torch.cat([
-            split.trunk(normalize(torch.from_numpy(samples.images[chunk]), config.preprocess))
-            for chunk in np.array_split(shown, max(1, -(-len(shown) // config.batch_size)))
+            split.trunk(normalize(chunk, config.preprocess))
+            for chunk in shown_images.split(config.batch_size)
         ])
     relevance = layer_relevance(LRP(split.head, lrp_rules), activations, targets, config.batch_size)
 
@@ -187,7 +188,7 @@ def _galleries(
         [(c, *position) for c, (position, _) in zip(pair_channels, peaks)],
         config.batch_size,
     )
-    images = samples.images[[i for _, i in pairs]]
+    images = shown_images[rows].numpy()
     heatmaps = channel_heatmaps(
         LRP(split.trunk, lrp_rules),
         normalize(torch.from_numpy(images), config.preprocess),

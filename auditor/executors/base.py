@@ -87,8 +87,6 @@ class BatchResult:
 class Executor(ABC):
     """Runs passes over sample sets; a context manager that releases its workers on exit."""
 
-    kind: str = ""
-
     def map(
         self, task: PassTask, model: WorkerModel, images: ImageSource, batch_size: int
     ) -> Iterator[BatchResult]:
@@ -129,12 +127,3 @@ def collect(results: Iterator[BatchResult], n: int) -> Outputs:
             out[name][result.rows] = values
     return out
 
-
-def run_batch(task: PassTask, model: WorkerModel, images: ImageSource, rows: np.ndarray) -> BatchResult:
-    """Read the images of `rows` and run `task` on them (what a worker does per batch)."""
-    return BatchResult(rows, task(model, images.read(rows), rows))
-
-
-def batch_rows(n: int, batch_size: int) -> Iterator[np.ndarray]:
-    for start in range(0, n, batch_size):
-        yield np.arange(start, min(start + batch_size, n))

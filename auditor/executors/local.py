@@ -5,22 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from auditor.executors.base import (
-    BatchResult,
-    Executor,
-    PassTask,
-    WorkerModel,
-    batch_rows,
-    run_batch,
-)
+from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel
 from auditor.images import ImageSource
 
 
 class LocalExecutor(Executor):
-    kind = "local"
-
     def _map(
         self, task: PassTask, model: WorkerModel, images: ImageSource, batch_size: int
     ) -> Iterator[BatchResult]:
-        for rows in batch_rows(len(images), batch_size):
-            yield run_batch(task, model, images, rows)
+        for rows, batch in images.batches(batch_size):
+            yield BatchResult(rows, task(model, batch, rows))

@@ -23,7 +23,7 @@ import numpy as np
 from auditor import errors
 from auditor.config import ExecutorSettings
 from auditor.errors import AuditorError, ConfigError
-from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel, run_batch
+from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel
 from auditor.images import ImageSource
 
 ROW = "__row__"
@@ -43,24 +43,17 @@ class _Worker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = [
-                run_batch(
-                    self.task, self.model, self.images,
-                    np.arange(start, min(start + self.batch_size, len(self.images))),
-                )
-                for start in batch["start"]
-            ]
+            batches = [self.images.batch(int(start), self.batch_size) for start in batch["start"]]
+            results = [self.task(self.model, images, rows) for rows, images in batches]
         except AuditorError as err:  # Ray Data keeps only the text of a worker's exception
             raise RuntimeError(_carry(err)) from err
-        out = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
-        out[ROW] = np.concatenate([r.rows for r in results])
+        out = {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+        out[ROW] = np.concatenate([rows for rows, _ in batches])
         return out
 
 
 class RayExecutor(Executor):
     """Connects to (or starts) a Ray cluster; `close()` shuts down a cluster it started."""
-
-    kind = "ray"
 
     def __init__(self, settings: ExecutorSettings):
         try:
