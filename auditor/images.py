@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -219,14 +220,8 @@ class FileImages(ImageSource):
     def _check_sizes(self) -> None:
         """Without a target size every file must have the first one's (headers only)."""
         for path in self.files[1:]:
-            try:
-                with Image.open(path) as image:
-                    width, height = image.size
-            except (UnidentifiedImageError, OSError, ValueError) as err:
-                raise SampleError(
-                    f"image file {path} cannot be read: {type(err).__name__}",
-                    "remove or replace the corrupt file",
-                ) from err
+            with _open_image(path) as image:
+                width, height = image.size
             self._same_size(path, (3, height, width))
 
     @property
@@ -281,16 +276,24 @@ def hw_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape[-2:])
 
 
-def _read_file(path: Path, size: Size) -> np.ndarray:
-    """One image file as float32 3 x H x W in [0, 1], resized if `size` is set."""
+@contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """An image file opened with PIL; a file PIL cannot read (or decode inside the block)
+    becomes a `SampleError` naming it."""
     try:
         with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
+            yield image
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise SampleError(
             f"image file {path} cannot be read: {type(err).__name__}",
             "remove or replace the corrupt file",
         ) from err
+
+
+def _read_file(path: Path, size: Size) -> np.ndarray:
+    """One image file as float32 3 x H x W in [0, 1], resized if `size` is set."""
+    with _open_image(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
     chw = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
     return _resize(chw, size)[0]
 
