@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks.dropout import LogitsOf, random_channel_sets, rank_channels
-from auditor.checks.metrics import condition_metrics_and_margins
-from auditor.checks.statistics import dropout_evidence
+from auditor.checks.dropout import LogitsOf, measure_sets, random_channel_sets, rank_channels
 from auditor.results import DosePoint, DoseResponse
 
 _K_SEED_STRIDE = 104_729  # decorrelates the random sets drawn for different k
@@ -71,27 +69,20 @@ def dose_response(
     (-1: unknown), and the top-k `DropoutStatistics` (bootstrap and p-value seeded by `seed`
     and k)."""
     base = logits_of([])
-
-    def measure(drop: Sequence[int]):
-        return condition_metrics_and_margins(logits_of(drop), base, labels)
-
     points = []
     for point in sets:
-        top_metrics, top_margins = measure(point.top_k)
-        randoms = [measure(s) for s in point.random_sets]
+        measured = measure_sets(
+            logits_of, base, labels,
+            top_k=point.top_k, bottom_k=point.bottom_k, random_sets=point.random_sets,
+            seed=seed + _K_SEED_STRIDE * point.k, n_boot=n_boot, confidence=confidence,
+        )
         points.append(
             DosePoint(
                 k=point.k,
-                top_k=top_metrics,
-                random_k=[m for m, _ in randoms],
-                bottom_k=measure(point.bottom_k)[0],
-                statistics=dropout_evidence(
-                    top_margins,
-                    np.stack([lost for _, lost in randoms]),
-                    seed=seed + _K_SEED_STRIDE * point.k,
-                    n_boot=n_boot,
-                    confidence=confidence,
-                ),
+                top_k=measured.top_k,
+                random_k=measured.random_k,
+                bottom_k=measured.bottom_k,
+                statistics=measured.statistics,
             )
         )
     return DoseResponse(n_channels=n_channels, points=points)

@@ -10,6 +10,7 @@ the same from activations held in memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch import fx
 
 from auditor.checks.metrics import condition_metrics, condition_metrics_and_margins
 from auditor.checks.statistics import dropout_evidence
-from auditor.results import ConditionMetrics, DropoutTable
+from auditor.results import ConditionMetrics, DropoutStatistics, DropoutTable
 
 
 def rank_channels(relevance: np.ndarray, k: int) -> tuple[list[int], list[int]]:
@@ -84,6 +85,46 @@ def dropout_validation(
     `auditor.checks.statistics.dropout_evidence`), from the per-sample margins of the same
     logits."""
     base = logits_of([])
+    measured = measure_sets(
+        logits_of, base, labels, top_k=top_k, bottom_k=bottom_k, random_sets=random_sets,
+        seed=seed, n_boot=n_boot, confidence=confidence,
+    )
+    return DropoutTable(
+        k=len(top_k),
+        baseline=condition_metrics(base, base, labels),
+        top_k=measured.top_k,
+        random_k=measured.random_k,
+        bottom_k=measured.bottom_k,
+        random_sets=random_sets,
+        statistics=measured.statistics,
+    )
+
+
+@dataclass(frozen=True)
+class MeasuredSets:
+    """Metrics of dropping a top-k set, its random sets and the bottom-k set, with the top-k
+    statistics against the random sets (None without a seed)."""
+
+    top_k: ConditionMetrics
+    random_k: list[ConditionMetrics]
+    bottom_k: ConditionMetrics
+    statistics: DropoutStatistics | None
+
+
+def measure_sets(
+    logits_of: LogitsOf,
+    base: torch.Tensor,
+    labels: np.ndarray,
+    *,
+    top_k: list[int],
+    bottom_k: list[int],
+    random_sets: list[list[int]],
+    seed: int | None,
+    n_boot: int,
+    confidence: float,
+) -> MeasuredSets:
+    """Each set's metrics against the unmodified logits `base`; with a `seed`, the bootstrap
+    statistics of the top-k margins against the random sets' (`dropout_evidence`)."""
 
     def measure(drop: Sequence[int]) -> tuple[ConditionMetrics, np.ndarray]:
         return condition_metrics_and_margins(logits_of(drop), base, labels)
@@ -96,12 +137,9 @@ def dropout_validation(
             top_margins, np.stack([margins for _, margins in randoms]),
             seed=seed, n_boot=n_boot, confidence=confidence,
         )
-    return DropoutTable(
-        k=len(top_k),
-        baseline=condition_metrics(base, base, labels),
+    return MeasuredSets(
         top_k=top,
         random_k=[metrics for metrics, _ in randoms],
         bottom_k=measure(bottom_k)[0],
-        random_sets=random_sets,
         statistics=statistics,
     )
