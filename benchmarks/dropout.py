@@ -2,14 +2,14 @@
 5 repeats and bottom-k at the last conv block cost at most 2x one plain forward pass over the
 same samples; the naive way is 7 full forward passes).
 
-Model: `auditor.zoo.SmallResNet(width=32, blocks=(2, 2, 2, 2))`, 64 x 64 inputs, 256 samples,
+Model: `auditor.model.zoo.SmallResNet(width=32, blocks=(2, 2, 2, 2))`, 64 x 64 inputs, 256 samples,
 batch 64, one CPU thread, the default layer (output of the last residual stage).
 
 * `forward`: one plain forward pass of the whole model over the samples;
 * `cached`: the trunk once, then the head alone for each of the 7 conditions on the layer's
   activations held in memory (`auditor.checks.dropout.dropout_validation` measuring through
   `cached_logits`);
-* `streamed`: what an audit runs: `auditor.passes.dropout_pass` on the local executor (images
+* `streamed`: what an audit runs: `auditor.audit.passes.dropout_pass` on the local executor (images
   read batch by batch, the trunk once per batch, the 7 conditions through the head in one
   stacked call, no activations kept), then `dropout_validation` on its logits;
 * `naive`: 7 full forward passes with a channel mask applied at the layer.
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from auditor.audit.passes import Condition, dropout_pass
 from auditor.checks.dropout import (
     cached_logits,
     dropout_validation,
@@ -31,11 +32,10 @@ from auditor.checks.dropout import (
     rank_channels,
 )
 from auditor.config import Preprocess
-from auditor.executors import LocalExecutor, WorkerModel
-from auditor.graph import ModelGraph
-from auditor.images import ArrayImages
-from auditor.passes import Condition, dropout_pass
-from auditor.zoo import SmallResNet
+from auditor.data.images import ArrayImages
+from auditor.execution import LocalExecutor, WorkerModel
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet
 from benchmarks.timing import median_seconds
 
 N, BATCH, SIZE, WIDTH, BLOCKS, CLASSES, REPEATS_RANDOM = 256, 64, 64, 32, (2, 2, 2, 2), 10, 5

@@ -4,7 +4,7 @@ Data: 200 000 x 512 float32 vectors and 1 000 queries drawn alike from a seeded 
 mixture (40 components in a random 64-d subspace of R^512, plus isotropic noise), so that
 neighbours are structured, as embeddings are, and recall is meaningful. k = 10.
 
-* `picked`: `auditor.neighbours.choose_kind(n, "auto", 50_000)` (HNSW at this size: M = 32,
+* `picked`: `auditor.checks.neighbours.choose_kind(n, "auto", 50_000)` (HNSW at this size: M = 32,
   efSearch = 128), built and searched with `build_index` / `search`, as the audit does;
 * `exact`: `IndexFlatL2` through the same functions.
 
@@ -23,7 +23,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from auditor.neighbours import IndexHandle, IndexKind, build_index, choose_kind, search
+from auditor.checks.neighbours import IndexHandle, IndexKind, build_index, choose_kind, search
 from benchmarks.timing import median_seconds
 
 FULL = {"vectors": 200_000, "dim": 512, "queries": 1_000}
@@ -86,7 +86,7 @@ def faiss_knn() -> dict[str, Any]:
         f"all queries after {WARMUP} warm-up",
         "quick": quick,
         "picked_kind": kind,
-        "picked_params": "IndexHNSWFlat M=32, efSearch=128 (auditor.neighbours)" if kind == "hnsw" else kind,
+        "picked_params": "IndexHNSWFlat M=32, efSearch=128 (auditor.checks.neighbours)" if kind == "hnsw" else kind,
         "build_s": {
             "picked_cpu": round(picked_build["cpu"], 3), "picked_wall": round(picked_build["wall"], 3),
             "exact_cpu": round(exact_build["cpu"], 3), "exact_wall": round(exact_build["wall"], 3),

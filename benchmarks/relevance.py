@@ -1,7 +1,7 @@
 """Cost of per-channel LRP relevance (issue "The relevance engine": time <= 1.3x and peak
 memory <= 2x a plain forward + autograd backward to the same layer's output).
 
-Model: `auditor.zoo.SmallResNet(width=32, blocks=(2, 2, 2, 2))` (ResNet-18 layout: 4 stages of
+Model: `auditor.model.zoo.SmallResNet(width=32, blocks=(2, 2, 2, 2))` (ResNet-18 layout: 4 stages of
 2 basic blocks, 32..256 channels), 64 x 64 inputs, batch 32, float32, one CPU thread; layer:
 the model's default layer (output of the last residual stage, `layer4`); composite
 `epsilon_plus`; the class explained is the predicted one.
@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet
 from auditor.relevance import channel_relevance, explain
-from auditor.zoo import SmallResNet
 from benchmarks.timing import median_seconds, status_kib
 
 BATCH, SIZE, WIDTH, BLOCKS, CLASSES = 32, 64, 32, (2, 2, 2, 2), 10

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from auditor import progress
+from auditor.execution import progress
 from benchmarks import dropout, faiss_knn, relevance, scaling, srd
 
 Benchmark = Callable[[], dict[str, Any]]

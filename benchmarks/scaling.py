@@ -6,8 +6,8 @@ of `auditor.demo.scenario.make_counterfeit_data`, seed 0) saved with `mlflow.pyt
 reference samples and N / 2 unlabelled production samples (`.npz`, seed 1, the first N / 2 of
 each pool, so the sets grow by inclusion).
 
-The audit is `auditor.pipeline.run_checks(config, artifact_dir)`: what `run_audit` runs apart
-from the store, i.e. `auditor.pipeline.audit` plus the subclass check and the channel galleries
+The audit is `auditor.audit.pipeline.run_checks(config, artifact_dir)`: what `run_audit` runs apart
+from the store, i.e. `auditor.audit.pipeline.audit` plus the subclass check and the channel galleries
 (which `audit` skips without an artifact dir). The config keeps every default, those two stages
 included (subclasses: cosine, cluster_samples 5 000, index auto with threshold 50 000, so flat
 here, PCA map; galleries: all flagged channels, 8 samples each, 128 px tiles); `audit_s`
@@ -36,12 +36,12 @@ import mlflow
 import numpy as np
 import torch
 
-from auditor import progress
+from auditor.audit.pipeline import run_checks
 from auditor.config import AuditConfig
 from auditor.demo.run import save_npz
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.demo.train import MEAN, STD, train_classifier
-from auditor.pipeline import run_checks
+from auditor.execution import progress
 from benchmarks.timing import status_kib
 
 SIZES = (1_000, 2_000, 4_000, 8_000)

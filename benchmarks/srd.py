@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet
 from auditor.relevance.srd import SRD
-from auditor.zoo import SmallResNet
 from benchmarks.timing import median_seconds, status_kib
 
 BATCH, SIZE, REPS = 32, 64, 7

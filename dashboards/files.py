@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from auditor.artefacts.embeddings import IDS_FILE, EmbeddingSpace, load_space
+from auditor.artefacts.gallery_files import MANIFEST, read_manifest
+from auditor.artefacts.maps import MANIFEST_FILE as MAPS_FILE
+from auditor.artefacts.maps import load_maps
+from auditor.checks.neighbours import INDEX_FILE
 from auditor.config import AuditConfig
-from auditor.embeddings import IDS_FILE, EmbeddingSpace, load_space
-from auditor.gallery_render import MANIFEST, read_manifest
-from auditor.maps import MANIFEST_FILE as MAPS_FILE
-from auditor.maps import load_maps
-from auditor.neighbours import INDEX_FILE
 from auditor.results import GalleryResult, Map2D
 from auditor.store import ArtefactRow, AuditRow
 from auditor.store.retention import local_path

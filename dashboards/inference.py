@@ -3,7 +3,7 @@ relevance method, and its nearest samples in a layer's feature space (FAISS).
 
 The model and the samples come from the config the audit ran with (its `model.uri`,
 `tracking_uri` and sample sources), loaded as the auditor loads them
-(`auditor.mlflow_io.load_model`, `auditor.pipeline.build_graph`, `auditor.samples`). The
+(`auditor.tracking.resolve.load_model`, `auditor.audit.pipeline.build_graph`, `auditor.data.samples`). The
 samples' images are read from disk as they are shown (their scratch folder is removed when the
 loaded samples are garbage-collected); feature spaces are streamed passes of the local executor.
 """
@@ -16,17 +16,16 @@ import numpy as np
 import torch
 import yaml
 
-from auditor import progress
+from auditor.artefacts.embeddings import prepare
+from auditor.audit.passes import ForwardTask, layer_pass
+from auditor.audit.pipeline import build_graph
+from auditor.checks.neighbours import IndexHandle, build_index, search
 from auditor.config import AuditConfig
-from auditor.embeddings import prepare
-from auditor.executors import LocalExecutor, WorkerModel
-from auditor.graph import ModelGraph
-from auditor.mlflow_io import load_model
-from auditor.neighbours import IndexHandle, build_index, search
-from auditor.passes import ForwardTask, layer_pass
-from auditor.pipeline import build_graph
+from auditor.data.samples import SampleSet, load_samples, normalize
+from auditor.execution import LocalExecutor, WorkerModel, progress
+from auditor.model.graph import ModelGraph
 from auditor.relevance import explain
-from auditor.samples import SampleSet, load_samples, normalize
+from auditor.tracking.resolve import load_model
 
 LRP_METHOD = "lrp"
 progress.enabled = False  # no terminal progress bars from the dashboard's server

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from auditor.gallery_render import diverging
+from auditor.artefacts.gallery_files import diverging
 from auditor.store import AuditRow
 from dashboards import data
 from dashboards.charts import SEVERITY_COLOURS

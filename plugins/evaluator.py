@@ -17,8 +17,8 @@ label column named by `targets` (class indices; missing = unknown)::
 `evaluator_config` takes the sections of an audit config (`model` without `uri`, `preprocess`,
 `relevance`, `channels`, `dropout`, `probes`, `thresholds`, `batch_size`, `seed`), plus
 `image_column` (default "image"), `model_uri` (default: the evaluated model, as
-`models:/<logged model id>`) and `metric_prefix`. The audit (`auditor.pipeline.audit`, nothing
-is written to the findings store) logs the metrics of `auditor.mlflow_log` on the evaluation
+`models:/<logged model id>`) and `metric_prefix`. The audit (`auditor.audit.pipeline.audit`, nothing
+is written to the findings store) logs the metrics of `auditor.tracking.run_log` on the evaluation
 run, linked to the evaluated model and dataset, and its report and tables under
 `relevance_audit/`; the `EvaluationResult` carries the same metrics and artefacts.
 """
@@ -45,12 +45,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
+from auditor.audit.pipeline import audit
+from auditor.audit.report import build_report
 from auditor.config import AuditConfig
 from auditor.errors import ConfigError, SampleError
-from auditor.mlflow_io import download_samples
-from auditor.mlflow_log import audit_metrics, write_artifacts
-from auditor.pipeline import audit
-from auditor.report import build_report
+from auditor.tracking.resolve import download_samples
+from auditor.tracking.run_log import audit_metrics, write_artifacts
 
 ARTIFACT_DIR = "relevance_audit"
 SET_BY_THE_EVALUATOR = ("samples", "tracking_uri", "store_url", "mlflow_logging")

@@ -18,10 +18,10 @@ import pytest
 import requests
 import torch
 
+from auditor.checks.neighbours import one_faiss_thread
 from auditor.demo.run import DemoSizes, save_npz
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.demo.train import MEAN, STD, train_classifier
-from auditor.neighbours import one_faiss_thread
 
 SERVER_START_TIMEOUT_S = 90.0
 

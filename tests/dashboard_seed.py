@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from auditor.audit.pipeline import run_audit
 from auditor.config import AuditConfig
-from auditor.pipeline import run_audit
 
 from .conftest import Scenario, audit_config
 

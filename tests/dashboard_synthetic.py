@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from auditor.embeddings import EmbeddingSpace, save_space
-from auditor.maps import save_maps
+from auditor.artefacts.embeddings import EmbeddingSpace, save_space
+from auditor.artefacts.maps import save_maps
 from auditor.results import Map2D
 from auditor.store import (
     AlertRow,

@@ -21,9 +21,9 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from auditor.alerts.dispatch import dispatch
 from auditor.alerts.rules import finding_alerts
+from auditor.audit.post_audit import after_audit, on_audit_failed
 from auditor.config import AuditConfig, load_config
 from auditor.errors import ConfigError
-from auditor.post_audit import after_audit, on_audit_failed
 from auditor.results import AuditResult, Finding
 from auditor.store import AlertRow, AuditStore
 from auditor.store.schema import utcnow

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet, SmallVGG
 from auditor.relevance.apop import apop, fill_like, gather_pool, pattern_forward, record_pattern
-from auditor.zoo import SmallResNet, SmallVGG
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from auditor.audit.pipeline import AuditOutcome, run_audit
 from auditor.checks.findings import validated
 from auditor.config import AuditConfig, Thresholds
-from auditor.pipeline import AuditOutcome, run_audit
 from auditor.store import AuditStore
 
 from .conftest import Scenario, audit_config

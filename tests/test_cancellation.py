@@ -1,4 +1,4 @@
-"""`auditor.cancellation`: SIGTERM turned into a cancel request inside the audit block (and
+"""`auditor.audit.cancellation`: SIGTERM turned into a cancel request inside the audit block (and
 only there), and what a cancellation becomes for the user. The whole path through the CLI, a
 real subprocess sent SIGTERM / SIGINT, is in tests/test_cli.py; the scheduler's shutdown in
 tests/test_scheduler.py."""
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from auditor.cancellation import (
+from auditor.audit.cancellation import (
     INTERRUPTED,
     TERMINATED,
     AuditCancelled,

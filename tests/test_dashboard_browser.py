@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from auditor.cli_dashboard import APP, streamlit_command
+from auditor.cli.dashboard import APP, streamlit_command
 
 from .conftest import _free_port, _stop
 

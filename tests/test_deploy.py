@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from auditor.config import AuditConfig, load_config
-from auditor.scheduler_config import ScheduleConfig, load_schedule
+from auditor.scheduler.config import ScheduleConfig, load_schedule
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 K8S = DEPLOY / "k8s"

@@ -7,8 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from auditor.config import AuditConfig, DriftSettings
-from auditor.drift import (
+from auditor.audit.drift import (
     ExplanationStats,
     cluster_statistics,
     current_stats,
@@ -17,6 +16,7 @@ from auditor.drift import (
     relevance_bootstrap,
     relevance_statistics,
 )
+from auditor.config import AuditConfig, DriftSettings
 from auditor.errors import ConfigError
 from auditor.results import AuditResult, ChannelTable, ClusterSummary, ConditionMetrics
 from auditor.store import AuditStore

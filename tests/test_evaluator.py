@@ -16,11 +16,11 @@ from mlflow import MlflowClient
 from mlflow.models.evaluation import list_evaluators
 from PIL import Image
 
+from auditor.audit.pipeline import audit
+from auditor.audit.report import build_report
 from auditor.config import AuditConfig
 from auditor.errors import ConfigError, SampleError
-from auditor.mlflow_log import audit_metrics
-from auditor.pipeline import audit
-from auditor.report import build_report
+from auditor.tracking.run_log import audit_metrics
 
 from .conftest import Scenario
 from .registry import global_tracking_uri, register

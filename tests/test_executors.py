@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from auditor.audit.passes import ForwardTask
+from auditor.audit.pipeline import run_checks
 from auditor.config import AuditConfig, ExecutorSettings, Preprocess
+from auditor.data.images import NpyImages
 from auditor.errors import ConfigError, SampleError
-from auditor.executors import LocalExecutor, WorkerModel, make_executor
-from auditor.graph import ModelGraph
-from auditor.images import NpyImages
-from auditor.passes import ForwardTask
-from auditor.pipeline import run_checks
-from auditor.zoo import SmallResNet
+from auditor.execution import LocalExecutor, WorkerModel, make_executor
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet
 from tests.conftest import Scenario, audit_config
 
 

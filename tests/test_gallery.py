@@ -12,24 +12,24 @@ import torch
 from PIL import Image
 from torch import nn
 
-from auditor.checks.gallery import (
+from auditor.artefacts.gallery import (
     channel_galleries,
     channel_heatmaps,
     gallery_channel_sets,
     layer_relevance,
     peak_positions,
 )
+from auditor.artefacts.gallery_files import GAP, manifest_dict, read_manifest, tile_size
+from auditor.audit.passes import activation_scores, relevance_pass
 from auditor.config import AuditConfig
-from auditor.executors import LocalExecutor, WorkerModel
-from auditor.gallery_render import GAP, manifest_dict, read_manifest, tile_size
-from auditor.graph import ModelGraph
-from auditor.passes import activation_scores, relevance_pass
-from auditor.receptive_field import receptive_fields
+from auditor.data.samples import SampleSet, normalize
+from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution.sketches import TopRows
+from auditor.model.graph import ModelGraph
+from auditor.model.receptive_field import receptive_fields
+from auditor.model.zoo import SmallResNet
 from auditor.relevance import LRP, composite
 from auditor.results import ChannelTable, Finding
-from auditor.samples import SampleSet, normalize
-from auditor.sketches import TopRows
-from auditor.zoo import SmallResNet
 
 torch.set_num_threads(1)
 SIZE, PATCH = 32, 4

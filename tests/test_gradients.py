@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet, SmallVGG
 from auditor.relevance.base import METHODS
 from auditor.relevance.gradients import (
     GradCam,
@@ -20,7 +21,6 @@ from auditor.relevance.gradients import (
     SquaredGradient,
     patch_mask,
 )
-from auditor.zoo import SmallResNet, SmallVGG
 
 torch.set_num_threads(1)
 

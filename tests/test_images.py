@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from auditor.data.images import ArrayImages, ConcatImages, FileImages, NpyImages
 from auditor.errors import SampleError
-from auditor.images import ArrayImages, ConcatImages, FileImages, NpyImages
 
 
 def _npy(path: Path, array: np.ndarray) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from auditor.audit.pipeline import run_checks
 from auditor.checks.probes import build_probe
 from auditor.config import AuditConfig
 from auditor.demo.kit import (
@@ -22,7 +23,6 @@ from auditor.demo.kit import (
     plaid,
 )
 from auditor.demo.scenario import make_counterfeit_data
-from auditor.pipeline import run_checks
 from auditor.results import AuditResult
 
 from .conftest import SCENARIO_SIZES, Scenario, audit_config

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
 from auditor.relevance import LRP, Composite, composite, composites
 from auditor.relevance.rules import (
     LRP0,

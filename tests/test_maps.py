@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from auditor.maps import embedding_maps, load_maps, map_rows, project, save_maps
+from auditor.artefacts.maps import embedding_maps, load_maps, map_rows, project, save_maps
 
 
 @pytest.fixture(autouse=True)

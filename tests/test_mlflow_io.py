@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
-from auditor.mlflow_io import check_tracking_server, download_samples, load_model
+from auditor.tracking.resolve import check_tracking_server, download_samples, load_model
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from auditor.audit.pipeline import AuditOutcome, run_audit
+from auditor.audit.report import build_report
 from auditor.config import AuditConfig
-from auditor.mlflow_log import audit_metrics, log_audit
-from auditor.pipeline import AuditOutcome, run_audit
-from auditor.report import build_report
+from auditor.tracking.run_log import audit_metrics, log_audit
 
 from .conftest import Scenario, audit_config
 from .registry import register
@@ -134,7 +134,7 @@ def test_disabled_logging_logs_nothing(audited, mlflow_server):
 def test_unreachable_server_only_warns(audited, caplog):
     outcome, config = audited
     unreachable = config.model_copy(update={"tracking_uri": "http://127.0.0.1:1"})
-    with caplog.at_level(logging.WARNING, logger="auditor.mlflow_log"):
+    with caplog.at_level(logging.WARNING, logger="auditor.tracking.run_log"):
         assert log_audit(outcome, unreachable) is None
     [record] = caplog.records
     message = record.getMessage()

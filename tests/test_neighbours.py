@@ -10,12 +10,12 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from auditor import neighbours as index_module
+from auditor.artefacts.embeddings import LayerEmbeddings, load_space
+from auditor.checks import neighbours as index_module
+from auditor.checks.neighbours import build_index, choose_kind, nearest_other, search
 from auditor.checks.subclasses import subclass_check
-from auditor.cli_explore import neighbours
-from auditor.embeddings import LayerEmbeddings, load_space
+from auditor.cli.neighbours import neighbours
 from auditor.errors import AuditorError, SampleError
-from auditor.neighbours import build_index, choose_kind, nearest_other, search
 from auditor.store import AuditStore
 
 from .test_store import make_result

@@ -21,9 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import fx, nn
 
 from auditor.errors import ModelLoadError
-from auditor.graph import ModelGraph
-from auditor.mlflow_io import load_model
-from auditor.onnx_import import (
+from auditor.model.graph import ModelGraph
+from auditor.model.onnx_import import (
     NAME_SCOPES,
     check_runtime_parity,
     import_onnx,
@@ -32,9 +31,10 @@ from auditor.onnx_import import (
     random_input,
     scope_paths,
 )
+from auditor.model.zoo import SmallResNet, SmallVGG
 from auditor.relevance.lrp import LRP
 from auditor.relevance.rules import composite
-from auditor.zoo import SmallResNet, SmallVGG
+from auditor.tracking.resolve import load_model
 
 aten = torch.ops.aten
 torch.set_num_threads(1)

@@ -12,16 +12,15 @@ import pytest
 import torch
 from rich.console import Console
 
-from auditor import progress
+from auditor.audit.passes import Condition, RelevancePass, dropout_pass, relevance_pass
 from auditor.config import Preprocess
-from auditor.executors import BatchResult, LocalExecutor, WorkerModel
-from auditor.executors.base import collect
-from auditor.graph import ModelGraph
-from auditor.images import ArrayImages
-from auditor.passes import Condition, RelevancePass, dropout_pass, relevance_pass
+from auditor.data.images import ArrayImages
+from auditor.data.samples import normalize
+from auditor.execution import BatchResult, LocalExecutor, WorkerModel, progress
+from auditor.execution.base import collect
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet
 from auditor.relevance import LRP, channel_scores, composite
-from auditor.samples import normalize
-from auditor.zoo import SmallResNet
 
 N, BATCH = 30, 8
 PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from auditor.audit.passes import OcclusionTask
 from auditor.checks import probes
 from auditor.checks.probes import (
     Blur,
@@ -30,10 +31,9 @@ from auditor.checks.probes import (
     register_probe,
 )
 from auditor.config import Preprocess, load_config
-from auditor.executors import LocalExecutor, WorkerModel
-from auditor.graph import SplitModel
-from auditor.images import ArrayImages
-from auditor.passes import OcclusionTask
+from auditor.data.images import ArrayImages
+from auditor.execution import LocalExecutor, WorkerModel
+from auditor.model.graph import SplitModel
 
 torch.set_num_threads(1)
 SIZE = 32

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
 from auditor.relevance.gradients import GradientXInput
 from auditor.relevance.quality import (
     aopc,

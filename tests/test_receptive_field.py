@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from auditor.graph import ModelGraph
-from auditor.receptive_field import receptive_fields
-from auditor.zoo import SmallResNet, SmallVGG
+from auditor.model.graph import ModelGraph
+from auditor.model.receptive_field import receptive_fields
+from auditor.model.zoo import SmallResNet, SmallVGG
 
 torch.set_num_threads(1)
 

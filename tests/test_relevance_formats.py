@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from auditor.graph import ModelGraph
-from auditor.mlflow_io import load_model
-from auditor.onnx_import import load_onnx
+from auditor.model.graph import ModelGraph
+from auditor.model.onnx_import import load_onnx
+from auditor.model.zoo import SmallResNet
 from auditor.relevance import explain
 from auditor.relevance.quality import attribution_localisation
-from auditor.zoo import SmallResNet
+from auditor.tracking.resolve import load_model
 
 SIZE = 32
 

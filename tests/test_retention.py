@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from auditor.audit.drift import explanation_drift
+from auditor.audit.post_audit import after_audit
 from auditor.config import AuditConfig, RetentionSettings
-from auditor.drift import explanation_drift
-from auditor.post_audit import after_audit
 from auditor.results import ArtefactRef
 from auditor.store import AuditStore
 from auditor.store.retention import local_path, prune_artefacts

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from auditor.config import Preprocess, SampleSource
+from auditor.data.samples import SampleSet, load_sample_set, load_samples, normalize
 from auditor.errors import SampleError
-from auditor.samples import SampleSet, load_sample_set, load_samples, normalize
 
 RAW = Preprocess()
 TRACKING = "sqlite:///unused.db"

@@ -14,7 +14,7 @@ import torch
 
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.demo.train import MEAN, STD, train_classifier
-from auditor.zoo import SmallResNet, SmallVGG
+from auditor.model.zoo import SmallResNet, SmallVGG
 
 TRAIN_N, TEST_N, EPOCHS = 600, 400, 3
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -23,10 +23,10 @@ import yaml
 from mlflow import MlflowClient
 
 from auditor.errors import ConfigError
-from auditor.scheduler import JOBSTORE_TABLE, make_scheduler, sync_jobs
-from auditor.scheduler_config import RetrySettings, ScheduleConfig, load_schedule
-from auditor.scheduler_health import Health, HealthServer
-from auditor.scheduler_runner import Shutdown, run_job
+from auditor.scheduler.config import RetrySettings, ScheduleConfig, load_schedule
+from auditor.scheduler.daemon import JOBSTORE_TABLE, make_scheduler, sync_jobs
+from auditor.scheduler.health import Health, HealthServer
+from auditor.scheduler.runner import Shutdown, run_job
 from auditor.store import AuditStore
 
 from .conftest import Scenario, audit_config

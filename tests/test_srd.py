@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
+from auditor.model.zoo import SmallResNet, SmallVGG
 from auditor.relevance.base import METHODS
 from auditor.relevance.srd import SRD
 from auditor.relevance.srd_ratios import Window, bias_backward, bias_forward, pfv_relevance
-from auditor.zoo import SmallResNet, SmallVGG
 
 torch.set_num_threads(1)
 DTYPE = torch.float64

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from auditor.artefacts.embeddings import LayerEmbeddings, layer_embeddings, prepare
+from auditor.audit.passes import RelevancePass, relevance_pass
+from auditor.checks.neighbours import build_index
 from auditor.checks.subclasses import (
     ClusterStats,
     eigengap_k,
@@ -21,15 +24,12 @@ from auditor.checks.subclasses import (
     subclass_signals,
 )
 from auditor.config import AuditConfig, SubclassThresholds
+from auditor.data.samples import SampleSet, load_samples
 from auditor.demo.scenario import make_counterfeit_data
-from auditor.embeddings import LayerEmbeddings, layer_embeddings, prepare
-from auditor.executors import LocalExecutor, WorkerModel
-from auditor.graph import ModelGraph
-from auditor.mlflow_io import load_model
-from auditor.neighbours import build_index
-from auditor.passes import RelevancePass, relevance_pass
-from auditor.samples import SampleSet, load_samples
-from auditor.sketches import TopRows
+from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution.sketches import TopRows
+from auditor.model.graph import ModelGraph
+from auditor.tracking.resolve import load_model
 
 from .conftest import Scenario, audit_config
 

@@ -3,7 +3,7 @@ channels (repeated, averaged) and the bottom-k channels at the audited layer, an
 
 The checks measure through `logits_of(drop)`: the head's logits with channels `drop` zeroed
 at the layer. In an audit these come from one streamed pass that runs the trunk once per
-batch and the head once per condition (`auditor.passes.dropout_pass`); `cached_logits` gives
+batch and the head once per condition (`auditor.audit.passes.dropout_pass`); `cached_logits` gives
 the same from activations held in memory.
 """
 

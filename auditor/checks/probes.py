@@ -358,7 +358,7 @@ class BrightnessContrast(Probe):
 @dataclass(frozen=True)
 class PatchOcclusion(Probe):
     """Cell `cell` (row-major; rows `r * H // grid` to `(r + 1) * H // grid`, columns alike) set
-    to the fill. Without a cell the probe is a scan: `auditor.passes.OcclusionTask` occludes every cell in turn,
+    to the fill. Without a cell the probe is a scan: `auditor.audit.passes.OcclusionTask` occludes every cell in turn,
     and `place_probe` turns it into the probe of the cell with the largest effect."""
 
     name = "patch_occlusion"
@@ -398,7 +398,7 @@ class PatchOcclusion(Probe):
 def occlusion_summary(lost: np.ndarray, flipped: np.ndarray, probe: PatchOcclusion) -> OcclusionMap:
     """The occlusion map of a scan: per grid cell, the mean share of margin lost (`margin_lost`
     against the unmodified logits) and the flip rate over the samples, from the per-sample
-    values `lost` and `flipped` (N x cells, `auditor.passes.OcclusionTask`)."""
+    values `lost` and `flipped` (N x cells, `auditor.audit.passes.OcclusionTask`)."""
     shape = (probe.grid, probe.grid)
     drops = lost.mean(axis=0)
     return OcclusionMap(

@@ -7,7 +7,7 @@ missing subclasses"; explanations and the structure of the feature space reveale
 strategy. An audit's samples carry a role: `reference` (validation / training data the model is
 known to handle) or `production` (the audited traffic).
 
-1. Embeddings `e_i`: pooled activations of a layer (`auditor.embeddings`), in the configured
+1. Embeddings `e_i`: pooled activations of a layer (`auditor.artefacts.embeddings`), in the configured
    metric.
 2. Clusters (spectral clustering as in SpRAy; Ng, Jordan, Weiss 2001): the symmetric graph `A`
    of each sample's `graph_neighbours` nearest samples (FAISS), its normalised Laplacian
@@ -53,10 +53,10 @@ from scipy.sparse.csgraph import laplacian
 from scipy.sparse.linalg import eigsh
 from scipy.spatial.distance import jensenshannon
 
-from auditor.config import AuditConfig, SampleSource, SubclassSettings, SubclassThresholds
-from auditor.embeddings import EmbeddingSpace, LayerEmbeddings, save_space
-from auditor.maps import embedding_maps, save_maps
-from auditor.neighbours import (
+from auditor.artefacts.embeddings import EmbeddingSpace, LayerEmbeddings, save_space
+from auditor.artefacts.maps import embedding_maps, save_maps
+from auditor.audit.passes import RelevancePass
+from auditor.checks.neighbours import (
     INDEX_FILE,
     IndexHandle,
     build_index,
@@ -64,9 +64,9 @@ from auditor.neighbours import (
     nearest_other,
     search,
 )
-from auditor.passes import RelevancePass
+from auditor.config import AuditConfig, SampleSource, SubclassSettings, SubclassThresholds
+from auditor.data.samples import SampleSet
 from auditor.results import ArtefactRef, ClusterSummary, Finding, SubclassResult
-from auditor.samples import SampleSet
 
 MIN_SAMPLES = 20
 """Fewer samples than this are not clustered."""

@@ -18,11 +18,11 @@ import torch
 from mlflow import MlflowClient
 from rich.console import Console
 
+from auditor.audit.pipeline import run_audit
+from auditor.audit.summary import print_summary
 from auditor.config import AuditConfig, ModelSource, Preprocess, SampleSource
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.demo.train import MEAN, STD, to_tensor, train_classifier
-from auditor.pipeline import run_audit
-from auditor.summary import print_summary
 
 MODEL_NAME = "counterfeit-detector"
 ALIAS = "production"

@@ -1,4 +1,4 @@
-"""Fast, deterministic training of the demo's :class:`~auditor.zoo.SmallResNet` detector."""
+"""Fast, deterministic training of the demo's :class:`~auditor.model.zoo.SmallResNet` detector."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditor.zoo import SmallResNet
+from auditor.model.zoo import SmallResNet
 
 MEAN = (0.5, 0.5, 0.5)
 """Per-channel mean of the input normalisation ``(x / 255 - MEAN) / STD``."""

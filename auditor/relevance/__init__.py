@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
 from auditor.relevance.base import METHODS, RelevanceMethod
 from auditor.relevance.channels import channel_scores
 from auditor.relevance.lrp import LRP

@@ -23,7 +23,7 @@ import torch
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
 
 aten = torch.ops.aten
 

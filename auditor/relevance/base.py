@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
 
 
 class RelevanceMethod(ABC):

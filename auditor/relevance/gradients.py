@@ -74,7 +74,7 @@ from captum.attr._utils.attribution import GradientAttribution
 from torch import fx, nn
 
 from auditor.errors import RelevanceError
-from auditor.graph import ModelGraph
+from auditor.model.graph import ModelGraph
 from auditor.relevance.apop import RELU_OPS
 from auditor.relevance.base import RelevanceMethod, register
 

@@ -35,7 +35,7 @@ import torch
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.graph import CUT_LAYER, ModelGraph, fold_batchnorm
+from auditor.model.graph import CUT_LAYER, ModelGraph, fold_batchnorm
 from auditor.relevance.base import RelevanceMethod, register
 from auditor.relevance.rules import Bound, Composite, pass_relevance, redistribute
 from auditor.relevance.rules import composite as build_composite

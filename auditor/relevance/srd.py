@@ -48,7 +48,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.graph import CONV_OPS, GLOBAL_POOL_OPS, ModelGraph, fold_batchnorm
+from auditor.model.graph import CONV_OPS, GLOBAL_POOL_OPS, ModelGraph, fold_batchnorm
 from auditor.relevance.base import RelevanceMethod, register
 from auditor.relevance.lrp import ACTIVATIONS, ROUTED
 from auditor.relevance.srd_ratios import (

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from auditor.checks.neighbours import build_index, search
 from auditor.errors import AuditorError
-from auditor.neighbours import build_index, search
 from auditor.store import AuditRow
 from dashboards import charts, data, widgets
 from dashboards.files import EmbeddingFiles

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from auditor.checks.neighbours import IndexHandle
 from auditor.errors import AuditorError
-from auditor.neighbours import IndexHandle
 from auditor.relevance import composites, methods
 from dashboards import charts, data, inference, widgets
 

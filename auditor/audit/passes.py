@@ -22,11 +22,11 @@ import torch
 
 from auditor.checks.metrics import margin_lost
 from auditor.checks.probes import PatchOcclusion, Probe, change_norms, neutral_perturbation
-from auditor.executors import Executor, WorkerModel
-from auditor.executors.base import BatchResult, Outputs, collect
-from auditor.images import ImageSource
+from auditor.data.images import ImageSource
+from auditor.execution import Executor, WorkerModel
+from auditor.execution.base import BatchResult, Outputs, collect
+from auditor.execution.sketches import TopRows
 from auditor.relevance import channel_scores
-from auditor.sketches import TopRows
 
 #: a picklable image transform of a batch: (images, rows) -> (transformed, extra outputs)
 ImageTransform = Callable[[torch.Tensor, np.ndarray], tuple[torch.Tensor, Outputs]]

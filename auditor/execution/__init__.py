@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from auditor.config import ExecutorSettings
-from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel
-from auditor.executors.local import LocalExecutor
+from auditor.execution.base import BatchResult, Executor, PassTask, WorkerModel
+from auditor.execution.local import LocalExecutor
 
 __all__ = ["BatchResult", "Executor", "LocalExecutor", "PassTask", "WorkerModel", "make_executor"]
 
@@ -13,7 +13,7 @@ __all__ = ["BatchResult", "Executor", "LocalExecutor", "PassTask", "WorkerModel"
 def make_executor(settings: ExecutorSettings) -> Executor:
     """The executor `settings.kind` names (Ray is imported only when asked for)."""
     if settings.kind == "ray":
-        from auditor.executors.ray_cluster import RayExecutor
+        from auditor.execution.ray_cluster import RayExecutor
 
         return RayExecutor(settings)
     return LocalExecutor()

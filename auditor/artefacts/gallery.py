@@ -6,13 +6,13 @@ For each channel c of the audited layer:
 
 * its top samples by activation (seed 002): `s_c(x) = sum_hw max(0, z[c, h, w](x))`, in
   descending order (ties: sample order), kept for every channel while the relevance pass
-  streams (`auditor.sketches.TopRows`) -- what the channel responds to in this data;
+  streams (`auditor.execution.sketches.TopRows`) -- what the channel responds to in this data;
 * for each such sample, where the channel's evidence for the decision lies (seed 000:
   "find (h*, w*) = argmax_hw R_i[0, c, h, w]; identify regions in input space corresponding to
   this (h*, w*)"): `R_i` is the LRP relevance at the layer for the audit's explained class
   (`relevance.target`: predicted class, or label where known), recomputed through the head for
   the gallery samples only; the region is the receptive field of `(h*, w*)`
-  (`auditor.receptive_field`). Where channel c holds no positive relevance for the sample (the
+  (`auditor.model.receptive_field`). Where channel c holds no positive relevance for the sample (the
   model did not use it for that decision) its activation's argmax locates the region instead;
 * its channel-conditional input heatmap: the layer relevance with every other channel zeroed,
   `R_i[c', h, w] * [c' = c]`, propagated through the trunk to the image with the same LRP
@@ -34,17 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor.config import AuditConfig
-from auditor.gallery_render import (
+from auditor.artefacts.gallery_files import (
     FINDING_SET,
     MANIFEST,
     gallery_artefacts,
     write_channel_strips,
     write_manifest,
 )
-from auditor.graph import SplitModel
-from auditor.passes import RelevancePass
-from auditor.receptive_field import receptive_fields
+from auditor.audit.passes import RelevancePass
+from auditor.config import AuditConfig
+from auditor.data.samples import SampleSet, normalize
+from auditor.model.graph import SplitModel
+from auditor.model.receptive_field import receptive_fields
 from auditor.relevance import LRP, Composite
 from auditor.results import (
     ChannelGallery,
@@ -54,7 +55,6 @@ from auditor.results import (
     GalleryEntry,
     GalleryResult,
 )
-from auditor.samples import SampleSet, normalize
 
 
 def peak_positions(

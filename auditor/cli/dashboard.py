@@ -17,7 +17,7 @@ import typer
 
 from auditor.errors import AuditorError
 
-APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 
 
 def streamlit_command(app: Path, host: str, port: int) -> list[str]:

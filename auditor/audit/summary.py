@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from auditor.audit.pipeline import AuditOutcome
 from auditor.config import AuditConfig
-from auditor.pipeline import AuditOutcome
 from auditor.results import ConditionMetrics
 from auditor.store.migrate import display_url
 

@@ -52,9 +52,9 @@ def neighbours(
     ] = None,
 ) -> None:
     """List the K samples of an audit nearest to SAMPLE in the audited layer's embedding."""
+    from auditor.artefacts.embeddings import IDS_FILE, load_space
+    from auditor.checks.neighbours import INDEX_FILE, IndexHandle, search
     from auditor.config import AuditConfig, default_store_url, load_config
-    from auditor.embeddings import IDS_FILE, load_space
-    from auditor.neighbours import INDEX_FILE, IndexHandle, search
 
     if config is not None:
         cfg = load_config(config)

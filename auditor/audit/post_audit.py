@@ -1,6 +1,6 @@
 """What runs after an audit has been stored: alerts, then retention.
 
-Drift is not here: it is computed before the audit is stored (`auditor.drift`), so its
+Drift is not here: it is computed before the audit is stored (`auditor.audit.drift`), so its
 findings land in the audit's own transaction and in its report. Alerts run after the commit
 (an alert never announces an audit that was rolled back, and no network call holds a
 database transaction open). Nothing here raises for a delivery or database failure: the audit

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from auditor.scheduler_health import JobResult
+from auditor.scheduler.health import JobResult
 
 JOBS_FAILED_EXIT = 3
 STATUS_STYLE = {
@@ -36,9 +36,9 @@ def schedule(
 ) -> None:
     """Run the audits of the schedule on their cron / interval triggers until SIGTERM or
     SIGINT, or with --once run each once and exit."""
-    from auditor.scheduler import Daemon, check_jobs, run_once
-    from auditor.scheduler_config import load_schedule
-    from auditor.scheduler_runner import LOG_FORMAT
+    from auditor.scheduler.config import load_schedule
+    from auditor.scheduler.daemon import Daemon, check_jobs, run_once
+    from auditor.scheduler.runner import LOG_FORMAT
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     plan = load_schedule(config)

@@ -3,7 +3,7 @@
 `audit(config)` computes an `AuditResult` without touching the store; `run_audit(config)`
 wraps it in the store's life cycle: the audit row is created as running, its results land in
 one transaction, and any failure (bad input, a bug) marks it failed with its error; Ctrl-C or
-SIGTERM marks it cancelled (`auditor.cancellation`).
+SIGTERM marks it cancelled (`auditor.audit.cancellation`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 
 from auditor import __version__
-from auditor.cancellation import cancellation, sigterm_cancels
+from auditor.artefacts.embeddings import layer_embeddings
+from auditor.artefacts.gallery import channel_galleries, gallery_channel_sets
+from auditor.audit.cancellation import cancellation, sigterm_cancels
+from auditor.audit.drift import explanation_drift
+from auditor.audit.passes import Condition, dropout_pass, relevance_pass
+from auditor.audit.post_audit import after_audit, on_audit_failed
+from auditor.audit.report import staged_report
+from auditor.audit.stages import analyse_class, class_channels, occlusion_scan, run_probe
 from auditor.checks.dose_response import dose_ks, dose_response, dose_sets
 from auditor.checks.dropout import (
     dropout_conditions,
@@ -28,24 +35,17 @@ from auditor.checks.dropout import (
     rank_channels,
 )
 from auditor.checks.findings import derive_findings
-from auditor.checks.gallery import channel_galleries, gallery_channel_sets
 from auditor.checks.probes import build_probe, place_probe
 from auditor.checks.subclasses import subclass_check
 from auditor.config import AuditConfig
-from auditor.drift import explanation_drift
-from auditor.embeddings import layer_embeddings
+from auditor.data.samples import SampleSet, load_samples, normalize
 from auditor.errors import AuditorError, ConfigError, SampleError
-from auditor.executors import Executor, WorkerModel, make_executor
-from auditor.graph import ModelGraph, SplitModel
-from auditor.layer_checks import analyse_class, class_channels, occlusion_scan, run_probe
-from auditor.mlflow_io import LoadedModel, load_model
-from auditor.mlflow_log import log_audit
-from auditor.passes import Condition, dropout_pass, relevance_pass
-from auditor.post_audit import after_audit, on_audit_failed
-from auditor.report import staged_report
+from auditor.execution import Executor, WorkerModel, make_executor
+from auditor.model.graph import ModelGraph, SplitModel
 from auditor.results import AuditResult, ChannelTable, DriftReport
-from auditor.samples import SampleSet, load_samples, normalize
 from auditor.store import AuditStore
+from auditor.tracking.resolve import LoadedModel, load_model
+from auditor.tracking.run_log import log_audit
 
 
 @dataclass(frozen=True)

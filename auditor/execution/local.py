@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel
-from auditor.images import ImageSource
+from auditor.data.images import ImageSource
+from auditor.execution.base import BatchResult, Executor, PassTask, WorkerModel
 
 
 class LocalExecutor(Executor):

@@ -4,11 +4,11 @@ The daemon keeps its jobs in an APScheduler `SQLAlchemyJobStore` (`jobstore_url`
 a SQLite file of its own beside the findings database, so that Alembic never sees the table).
 Every job is `coalesce`d, runs at most one instance at a time, and a run missed while the
 daemon was down still starts within `misfire_grace_time_s`. Audits run one at a time (one
-worker: they are CPU-bound), each in its own process (`auditor.scheduler_runner`).
+worker: they are CPU-bound), each in its own process (`auditor.scheduler.runner`).
 
 SIGTERM / SIGINT: no new audit starts, the running one gets `shutdown_grace_s` to finish and
 is then stopped and recorded as cancelled; the daemon exits 0. Liveness: the health file and the
-optional HTTP endpoint of `auditor.scheduler_health`.
+optional HTTP endpoint of `auditor.scheduler.health`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from auditor.config import load_config
-from auditor.scheduler_config import ScheduleConfig
-from auditor.scheduler_health import Health, HealthServer, JobResult
-from auditor.scheduler_runner import Shutdown, run_job, skipped
+from auditor.scheduler.config import ScheduleConfig
+from auditor.scheduler.health import Health, HealthServer, JobResult
+from auditor.scheduler.runner import Shutdown, run_job, skipped
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNCTION = "auditor.scheduler:scheduled_run"
+JOB_FUNCTION = "auditor.scheduler.daemon:scheduled_run"
 JOBSTORE_TABLE = "auditor_scheduler_jobs"
 
 # APScheduler's persistent job store refers to a module-level function by name; the daemon

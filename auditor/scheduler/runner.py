@@ -26,14 +26,14 @@ from types import FrameType
 from typing import get_args
 from urllib.parse import urlparse
 
-from auditor.cancellation import AuditCancelled, CancelRequest
+from auditor.audit.cancellation import AuditCancelled, CancelRequest
 from auditor.config import AuditConfig, load_config
 from auditor.errors import AuditorError, MlflowUnreachableError, StoreError
-from auditor.mlflow_io import REMOTE_SCHEMES, check_tracking_server
 from auditor.results import Severity
-from auditor.scheduler_config import JobSpec, RetrySettings
-from auditor.scheduler_health import Health, JobResult, JobStatus, now_iso
+from auditor.scheduler.config import JobSpec, RetrySettings
+from auditor.scheduler.health import Health, JobResult, JobStatus, now_iso
 from auditor.store import AuditStore
+from auditor.tracking.resolve import REMOTE_SCHEMES, check_tracking_server
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,8 @@ def _in_child(config: AuditConfig, report_path: Path | None, shutdown: Shutdown)
 def _audit_process(config: AuditConfig, report_path: Path | None, send: Connection) -> None:
     """Body of the audit process: Ctrl-C is the daemon's to handle; SIGTERM stops the audit,
     which `run_audit` then records as cancelled."""
-    from auditor import progress  # only the audit process needs the pipeline
-    from auditor.pipeline import run_audit
+    from auditor.audit.pipeline import run_audit
+    from auditor.execution import progress  # only the audit process needs the pipeline
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_stopped)

@@ -36,13 +36,13 @@ from mlflow.entities import LoggedModelInput, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from auditor.audit.report import build_report
 from auditor.config import AuditConfig
-from auditor.mlflow_io import check_tracking_server
-from auditor.report import build_report
 from auditor.results import ModelRef
+from auditor.tracking.resolve import check_tracking_server
 
 if TYPE_CHECKING:  # the pipeline calls log_audit: a run-time import would be circular
-    from auditor.pipeline import AuditOutcome
+    from auditor.audit.pipeline import AuditOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def log_audit(outcome: AuditOutcome, config: AuditConfig) -> str | None:
 
 
 def audit_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """The numeric results of a report (format of `auditor.report`) as flat MLflow metrics."""
+    """The numeric results of a report (format of `auditor.audit.report`) as flat MLflow metrics."""
     metrics: dict[str, float] = {
         "samples.n": report["samples"]["n"],
         "samples.n_labelled": report["samples"]["n_labelled"],

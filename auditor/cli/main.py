@@ -17,10 +17,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from auditor.cancellation import AuditCancelled, CancelRequest
-from auditor.cli_dashboard import dashboard
-from auditor.cli_explore import neighbours
-from auditor.cli_ops import schedule
+from auditor.audit.cancellation import AuditCancelled, CancelRequest
+from auditor.cli.dashboard import dashboard
+from auditor.cli.neighbours import neighbours
+from auditor.cli.schedule import schedule
 from auditor.errors import AuditorError
 
 app = typer.Typer(
@@ -45,10 +45,10 @@ def audit(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Run one audit of the model and samples named in CONFIG and store its findings."""
-    from auditor import progress
+    from auditor.audit.pipeline import run_audit
+    from auditor.audit.summary import print_summary
     from auditor.config import load_config
-    from auditor.pipeline import run_audit
-    from auditor.summary import print_summary
+    from auditor.execution import progress
 
     progress.enabled = not quiet
     cfg = load_config(config)
@@ -59,10 +59,10 @@ def audit(
 @app.command()
 def layers(config: ConfigOption) -> None:
     """List the module paths of the configured model that can be audited."""
+    from auditor.audit.pipeline import build_graph
     from auditor.config import load_config
-    from auditor.mlflow_io import load_model
-    from auditor.pipeline import build_graph
-    from auditor.samples import load_samples
+    from auditor.data.samples import load_samples
+    from auditor.tracking.resolve import load_model
 
     cfg = load_config(config)
     loaded = load_model(cfg.model.uri, tracking_uri=cfg.tracking_uri, trusted=cfg.model.trusted)

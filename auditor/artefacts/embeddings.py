@@ -20,13 +20,13 @@ from typing import Literal
 
 import numpy as np
 
+from auditor.audit.passes import ForwardTask, RelevancePass, layer_pass
 from auditor.config import AuditConfig
+from auditor.data.samples import SampleSet
 from auditor.errors import SampleError
-from auditor.executors import Executor, WorkerModel
-from auditor.graph import ModelGraph
-from auditor.passes import ForwardTask, RelevancePass, layer_pass
+from auditor.execution import Executor, WorkerModel
+from auditor.model.graph import ModelGraph
 from auditor.results import ArtefactRef
-from auditor.samples import SampleSet
 
 Metric = Literal["cosine", "l2"]
 EMBEDDINGS_FILE = "embeddings.npy"

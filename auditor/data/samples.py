@@ -1,7 +1,7 @@
 """Sample sets: `.npz` files and image folders, resized to one size and scaled to [0, 1].
 
 A `SampleSet` holds the per-sample metadata in memory and its images as an `ImageSource`
-(`auditor.images`): read from disk batch by batch, so an audit's memory does not grow with the
+(`auditor.data.images`): read from disk batch by batch, so an audit's memory does not grow with the
 number of images. The `images` of an `.npz` are extracted once into the set's scratch folder
 (removed by `close()`); the other arrays are small and read at once.
 
@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from auditor.config import Preprocess, SampleSource
-from auditor.errors import SampleError
-from auditor.images import (
+from auditor.data.images import (
     FORMATS_FIX,
     IMAGES_EXPECTED,
     ArrayImages,
@@ -40,7 +39,8 @@ from auditor.images import (
     NpyImages,
     hw_text,
 )
-from auditor.mlflow_io import download_samples
+from auditor.errors import SampleError
+from auditor.tracking.resolve import download_samples
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 Complain = Callable[..., SampleError]

@@ -4,7 +4,7 @@ A pass is a `PassTask`: a picklable callable that turns one batch of images into
 outputs (logits, channel means, relevance scores, ...; arrays whose first axis is the batch),
 given the `WorkerModel` the worker holds. The executor yields each batch's `BatchResult` with
 the sample rows it covers, in any order; the caller reduces them (`Executor.run` places the rows
-into arrays; sketches such as `auditor.sketches.TopRows` merge them), so neither images nor
+into arrays; sketches such as `auditor.execution.sketches.TopRows` merge them), so neither images nor
 activations are ever collected in one place. Since every batch is computed the same way
 wherever it runs, and rows are placed by index, results do not depend on the executor.
 """
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from auditor.config import Preprocess
-from auditor.graph import SplitModel
-from auditor.images import ImageSource
-from auditor.progress import sample_bar
+from auditor.data.images import ImageSource
+from auditor.data.samples import normalize
+from auditor.execution.progress import sample_bar
+from auditor.model.graph import SplitModel
 from auditor.relevance import LRP, composite
-from auditor.samples import normalize
 
 Outputs = dict[str, np.ndarray]
 

@@ -2,7 +2,7 @@
 neutral twin, the activation shift of a channel set under a probe, and the per-class analysis
 (seed 000 ranks the channels of the counterfeit class).
 
-Each check's forward work is a streamed pass of the audit's executor (`auditor.passes`); what
+Each check's forward work is a streamed pass of the audit's executor (`auditor.audit.passes`); what
 comes back is per-sample logits and channel means, which these functions reduce.
 """
 
@@ -13,6 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from auditor.audit.passes import (
+    Condition,
+    ForwardTask,
+    LayerPass,
+    NeutralTransform,
+    OcclusionTask,
+    ProbeTransform,
+    RelevancePass,
+    layer_pass,
+)
 from auditor.checks.dropout import (
     LogitsOf,
     dropout_conditions,
@@ -23,17 +33,8 @@ from auditor.checks.dropout import (
 from auditor.checks.metrics import condition_metrics
 from auditor.checks.probes import PatchOcclusion, Probe, occlusion_summary, relative_drop
 from auditor.config import AuditConfig
-from auditor.executors import Executor, WorkerModel
-from auditor.passes import (
-    Condition,
-    ForwardTask,
-    LayerPass,
-    NeutralTransform,
-    OcclusionTask,
-    ProbeTransform,
-    RelevancePass,
-    layer_pass,
-)
+from auditor.data.samples import SampleSet
+from auditor.execution import Executor, WorkerModel
 from auditor.results import (
     ChannelTable,
     ClassAnalysis,
@@ -41,7 +42,6 @@ from auditor.results import (
     ProbeResult,
     ProbeShift,
 )
-from auditor.samples import SampleSet
 
 
 def occlusion_scan(

@@ -22,9 +22,9 @@ import numpy as np
 
 from auditor import errors
 from auditor.config import ExecutorSettings
+from auditor.data.images import ImageSource
 from auditor.errors import AuditorError, ConfigError
-from auditor.executors.base import BatchResult, Executor, PassTask, WorkerModel
-from auditor.images import ImageSource
+from auditor.execution.base import BatchResult, Executor, PassTask, WorkerModel
 
 ROW = "__row__"
 

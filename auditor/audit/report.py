@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from auditor.artefacts.gallery_files import manifest_dict
 from auditor.checks.subclasses import report_section
-from auditor.gallery_render import manifest_dict
 from auditor.results import AuditResult, ClassAnalysis, DoseResponse, DropoutTable, ProbeResult
 
 FORMAT_VERSION = 1

@@ -1,0 +1,1 @@
+"""Sample sets: image files and archives read in batches, resized and normalised."""

@@ -1,0 +1,1 @@
+"""`auditor schedule`: scheduled audits with APScheduler, their schedule file, runs and health."""

@@ -1,0 +1,1 @@
+"""MLflow: resolving models and samples, logging audits to runs."""
