@@ -130,7 +130,7 @@ class DropoutSettings(_Strict):
 
 def _probe_entry(entry: str | dict[str, Any]) -> str | dict[str, Any]:
     # imported on use: the probe library pulls in torch, the config alone does not
-    from auditor.checks.probes import build_probe
+    from auditor.checks.probes.base import build_probe
 
     build_probe(entry)  # unknown probe, unknown parameter or invalid value: ValueError
     return entry
@@ -154,7 +154,7 @@ class ProbeSettings(_Strict):
 
     @model_validator(mode="after")
     def _distinct_probes(self) -> ProbeSettings:
-        from auditor.checks.probes import build_probe
+        from auditor.checks.probes.base import build_probe
 
         labels = [build_probe(entry).label for entry in self.names]
         twice = sorted({label for label in labels if labels.count(label) > 1})

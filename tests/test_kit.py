@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from auditor.audit.pipeline import run_checks
-from auditor.checks.probes import build_probe
+from auditor.checks.probes.base import build_probe
 from auditor.config import AuditConfig
 from auditor.demo.kit import (
     KIT,

@@ -13,22 +13,17 @@ import torch
 from torch import nn
 
 from auditor.audit.passes import OcclusionTask
-from auditor.checks import probes
-from auditor.checks.probes import (
+from auditor.checks.probes import base, transforms
+from auditor.checks.probes.base import Probe, build_probe, known_probes, register_probe
+from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary, place_probe
+from auditor.checks.probes.transforms import (
     Blur,
     BorderMask,
     BrightnessContrast,
     HighPassOnly,
     HighPassRemoval,
     Jpeg,
-    PatchOcclusion,
-    Probe,
-    build_probe,
     grayscale,
-    known_probes,
-    occlusion_summary,
-    place_probe,
-    register_probe,
 )
 from auditor.config import Preprocess, load_config
 from auditor.data.images import ArrayImages
@@ -53,7 +48,7 @@ def _smooth(n: int = 4) -> torch.Tensor:
 def _energy(images: torch.Tensor, low: float, high: float) -> float:
     """Spectral energy of the mean-free images in the band low < |f| <= high (cycles/pixel)."""
     spectrum = torch.fft.fft2(images - images.mean(dim=(2, 3), keepdim=True)).abs() ** 2
-    radius = probes._radial_frequency(SIZE, SIZE)
+    radius = transforms._radial_frequency(SIZE, SIZE)
     return float(spectrum[..., (radius > low) & (radius <= high)].sum())
 
 
@@ -206,7 +201,7 @@ def test_builtin_probes_are_registered_and_built_from_config_entries():
 @pytest.fixture
 def registry(monkeypatch):
     """The probe registry, restored after the test."""
-    monkeypatch.setattr(probes, "_REGISTRY", dict(probes._REGISTRY))
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
 
 
 def test_a_team_registers_its_own_probe(registry):
@@ -255,7 +250,7 @@ def test_probes_of_installed_distributions_are_discovered(registry, tmp_path, mo
         textwrap.dedent(
             """
             from dataclasses import dataclass
-            from auditor.checks.probes import Probe
+            from auditor.checks.probes.base import Probe
 
             @dataclass(frozen=True)
             class Posterize(Probe):
@@ -277,7 +272,7 @@ def test_probes_of_installed_distributions_are_discovered(registry, tmp_path, mo
         "broken = team_probes_missing:Nothing\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert "posterize" not in probes._REGISTRY
+    assert "posterize" not in base._REGISTRY
 
     with caplog.at_level(logging.WARNING, logger="auditor.checks.probes"):
         probe = build_probe({"name": "posterize", "levels": 2})

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from auditor.checks.metrics import margin_lost
-from auditor.checks.probes import PatchOcclusion, Probe, change_norms, neutral_perturbation
+from auditor.checks.probes.base import Probe
+from auditor.checks.probes.neutral import change_norms, neutral_perturbation
+from auditor.checks.probes.occlusion import PatchOcclusion
 from auditor.data.images import ImageSource
 from auditor.execution import Executor, WorkerModel
 from auditor.execution.base import BatchResult, Outputs, collect

@@ -35,7 +35,8 @@ from auditor.checks.dropout import (
     rank_channels,
 )
 from auditor.checks.findings import derive_findings
-from auditor.checks.probes import build_probe, place_probe
+from auditor.checks.probes.base import build_probe
+from auditor.checks.probes.occlusion import place_probe
 from auditor.checks.subclasses import subclass_check
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, load_samples, normalize

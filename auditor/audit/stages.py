@@ -31,7 +31,9 @@ from auditor.checks.dropout import (
     rank_channels,
 )
 from auditor.checks.metrics import condition_metrics
-from auditor.checks.probes import PatchOcclusion, Probe, occlusion_summary, relative_drop
+from auditor.checks.probes.base import Probe
+from auditor.checks.probes.effect import relative_drop
+from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet
 from auditor.execution import Executor, WorkerModel

@@ -1,0 +1,82 @@
+"""The patch-occlusion probe: one cell of a grid x grid partition filled, and the occlusion map of
+a scan over every cell."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from auditor.checks.probes.base import Probe, register_probe
+from auditor.checks.probes.transforms import check_fill, fill_values
+from auditor.results import OcclusionMap
+
+
+@register_probe
+@dataclass(frozen=True)
+class PatchOcclusion(Probe):
+    """Cell `cell` (row-major; rows `r * H // grid` to `(r + 1) * H // grid`, columns alike) set
+    to the fill. Without a cell the probe is a scan: `auditor.audit.passes.OcclusionTask` occludes every cell in turn,
+    and `place_probe` turns it into the probe of the cell with the largest effect."""
+
+    name = "patch_occlusion"
+    description = "remove one patch: a cell of a grid x grid partition filled (scans all cells)"
+    grid: int = 4
+    cell: int | None = None
+    fill: float | Literal["mean"] = "mean"
+
+    def __post_init__(self) -> None:
+        if self.grid < 2:
+            raise ValueError("grid must be >= 2")
+        if self.cell is not None and not 0 <= self.cell < self.grid**2:
+            raise ValueError(f"cell must be in [0, {self.grid**2}) for a grid of {self.grid}")
+        check_fill(self.fill)
+
+    def cells(self) -> list[PatchOcclusion]:
+        """The probe of every cell, row-major."""
+        return [self.at(cell) for cell in range(self.grid**2)]
+
+    def at(self, cell: int) -> PatchOcclusion:
+        return replace(self, cell=cell)
+
+    def __call__(self, images: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
+        if self.cell is None:
+            raise ValueError(
+                "patch_occlusion without a cell scans the grid: use place_probe(), or set cell"
+            )
+        height, width = images.shape[-2:]
+        row, col = divmod(self.cell, self.grid)
+        out = images.clone()
+        rows = slice(row * height // self.grid, (row + 1) * height // self.grid)
+        cols = slice(col * width // self.grid, (col + 1) * width // self.grid)
+        out[..., rows, cols] = fill_values(images, self.fill)
+        return out
+
+
+def occlusion_summary(lost: np.ndarray, flipped: np.ndarray, probe: PatchOcclusion) -> OcclusionMap:
+    """The occlusion map of a scan: per grid cell, the mean share of margin lost (`margin_lost`
+    against the unmodified logits) and the flip rate over the samples, from the per-sample
+    values `lost` and `flipped` (N x cells, `auditor.audit.passes.OcclusionTask`)."""
+    shape = (probe.grid, probe.grid)
+    drops = lost.mean(axis=0)
+    return OcclusionMap(
+        grid=probe.grid,
+        margin_drop=np.reshape(drops, shape).tolist(),
+        flip_rate=np.reshape(flipped.mean(axis=0), shape).tolist(),
+        worst_cell=int(np.argmax(drops)),
+    )
+
+
+def place_probe(
+    probe: Probe, scan: Callable[[PatchOcclusion], OcclusionMap]
+) -> tuple[Probe, OcclusionMap | None]:
+    """The probe to run as one transform: a scanning `patch_occlusion` (no cell) becomes the
+    occlusion of its worst cell in the map `scan(probe)` makes, returned with it; any other
+    probe is returned as is."""
+    if isinstance(probe, PatchOcclusion) and probe.cell is None:
+        occlusion = scan(probe)
+        return probe.at(occlusion.worst_cell), occlusion
+    return probe, None
