@@ -15,6 +15,9 @@ import statistics
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
+from auditor.checks.statistics import effect_size
 from auditor.config import Thresholds
 from auditor.results import (
     ChannelTable,
@@ -33,10 +36,10 @@ def _severity(excess: float) -> Severity:
 
 def dropout_effect(dropout: DropoutTable) -> dict[str, Any]:
     """The top-k margin drop against the random-k distribution (seed 000: top-k vs random-k vs
-    bottom-k): difference to the random mean, standardised effect, and the top-k's rank."""
+    bottom-k): difference to the random mean, standardised effect
+    (`auditor.checks.statistics.effect_size`), and the top-k's rank."""
     random = [r.margin_drop for r in dropout.random_k]
     mean = statistics.fmean(random)
-    spread = statistics.pstdev(random)
     tested = {} if dropout.statistics is None else {"statistics": asdict(dropout.statistics)}
     return {
         **tested,
@@ -47,7 +50,7 @@ def dropout_effect(dropout: DropoutTable) -> dict[str, Any]:
         "top_k_flip_rate": dropout.top_k.flip_rate,
         "random_k_flip_rate_mean": statistics.fmean(r.flip_rate for r in dropout.random_k),
         "effect": dropout.top_k.margin_drop - mean,
-        "effect_size": (dropout.top_k.margin_drop - mean) / max(spread, 0.01),
+        "effect_size": effect_size(dropout.top_k.margin_drop, np.array(random)),
     }
 
 
