@@ -23,6 +23,8 @@ test: venv
 	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "chromium-driver missing (not root?): the dashboard browser test will be skipped"
+	# the layer contracts of pyproject.toml's [tool.importlinter]
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: venv
