@@ -4,6 +4,7 @@ probe entries in the config."""
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from auditor.audit.passes import OcclusionTask
 from auditor.checks.probes import base, transforms
-from auditor.checks.probes.base import Probe, build_probe, known_probes, register_probe
+from auditor.checks.probes.base import PROBES, Probe, build_probe, check_probe_class
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary, place_probe
 from auditor.checks.probes.transforms import (
     Blur,
@@ -29,6 +30,7 @@ from auditor.config import Preprocess, load_config
 from auditor.data.images import ArrayImages
 from auditor.execution import LocalExecutor, WorkerModel
 from auditor.model.graph import SplitModel
+from auditor.registry import Registry
 
 torch.set_num_threads(1)
 SIZE = 32
@@ -177,11 +179,11 @@ def test_occlusion_summary_averages_each_cell_over_the_samples():
 
 
 def test_builtin_probes_are_registered_and_built_from_config_entries():
-    assert set(known_probes()) >= {
+    assert set(PROBES.names()) >= {
         "grayscale", "blur", "high_pass_removal", "high_pass_only", "jpeg", "border_mask",
         "brightness_contrast", "patch_occlusion",
     }  # fmt: skip
-    assert all(isinstance(build_probe(name), Probe) for name in known_probes())
+    assert all(isinstance(build_probe(name), Probe) for name in PROBES.names())
     blur = build_probe({"name": "blur", "sigma": 3})
     assert blur == Blur(sigma=3.0) and blur.label == "blur(sigma=3.0)"
     assert build_probe("blur").label == "blur" and blur.spec == {"name": "blur", "sigma": 3.0}
@@ -195,17 +197,21 @@ def test_builtin_probes_are_registered_and_built_from_config_entries():
     ]:
         with pytest.raises(ValueError, match=message):
             build_probe(entry)
-    assert "tint" not in known_probes()
+    assert "tint" not in PROBES
 
 
 @pytest.fixture
 def registry(monkeypatch):
-    """The probe registry, restored after the test."""
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    """The probe registry, restored after the test: a fresh `PROBES` with the built-ins."""
+    fresh: Registry = Registry(PROBES.what, PROBES.group, check_probe_class)
+    for name, cls in PROBES.items():
+        fresh.add(name, cls)  # plug-ins of the fresh registry are discovered on first lookup
+    monkeypatch.setattr(base, "PROBES", fresh)
+    return fresh
 
 
 def test_a_team_registers_its_own_probe(registry):
-    @register_probe
+    @registry.register("invert")
     @dataclass(frozen=True)
     class Invert(Probe):
         name = "invert"
@@ -215,7 +221,7 @@ def test_a_team_registers_its_own_probe(registry):
         def __call__(self, images, rng=None):
             return images + self.strength * (1 - 2 * images)
 
-    assert known_probes()["invert"] == "remove polarity: 1 - x"
+    assert registry.get("invert").description == "remove polarity: 1 - x"
     x = _images()
     assert torch.allclose(
         build_probe({"name": "invert", "strength": 0.5})(x), torch.full_like(x, 0.5)
@@ -227,7 +233,9 @@ def test_a_team_registers_its_own_probe(registry):
         description = "another invert"
 
     with pytest.raises(ValueError, match="registered twice"):
-        register_probe(Other)
+        registry.add("invert", Other)
+    with pytest.raises(TypeError, match="is named 'invert', not 'inverse'"):
+        registry.add("inverse", Invert)
 
     @dataclass(frozen=True)
     class NoDefault(Probe):
@@ -239,7 +247,7 @@ def test_a_team_registers_its_own_probe(registry):
             return images
 
     with pytest.raises(TypeError, match="needs a default"):
-        register_probe(NoDefault)
+        registry.add("no_default", NoDefault)
 
 
 def test_probes_of_installed_distributions_are_discovered(registry, tmp_path, monkeypatch, caplog):
@@ -272,14 +280,18 @@ def test_probes_of_installed_distributions_are_discovered(registry, tmp_path, mo
         "broken = team_probes_missing:Nothing\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert "posterize" not in base._REGISTRY
+    assert "team_probes" not in sys.modules
 
-    with caplog.at_level(logging.WARNING, logger="auditor.checks.probes"):
+    with caplog.at_level(logging.WARNING, logger="auditor.registry"):
         probe = build_probe({"name": "posterize", "levels": 2})
     assert probe.label == "posterize(levels=2)"
     assert set(probe(_images()).unique().tolist()) <= {0.0, 1.0}
-    assert "posterize" in known_probes() and "broken" not in known_probes()
+    assert "posterize" in registry.names() and "broken" not in registry.names()
     assert "probe plug-in broken = team_probes_missing:Nothing not loaded" in caplog.text
+
+    probes_yaml = "probes: {names: [grayscale, {name: posterize, levels: 2}]}\n"
+    config = load_config(_write_config(tmp_path, probes_yaml))
+    assert [build_probe(entry) for entry in config.probes.names][1] == probe
 
 
 def _write_config(tmp_path, probes_yaml: str):

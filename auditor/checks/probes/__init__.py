@@ -17,31 +17,12 @@ Every probe maps float images N x 3 x H x W in [0, 1] to images of the same shap
 | `brightness_contrast` | global brightness and contrast (each image to `mean`, `std`) |
 | `patch_occlusion` | one cell of a `grid` x `grid` partition (the occlusion scan tries all) |
 
-Probes are plug-ins. A probe is a frozen dataclass subclassing `Probe` whose fields are its
-parameters (each with a default), registered under its `name`:
-
-    from dataclasses import dataclass
-    from auditor.checks.probes.base import Probe, register_probe
-
-    @register_probe
-    @dataclass(frozen=True)
-    class Invert(Probe):
-        name = "invert"
-        description = "remove polarity: 1 - x"
-        strength: float = 1.0
-
-        def __call__(self, images, rng=None):
-            return images + self.strength * (1 - 2 * images)
-
-Another distribution makes its probes known without an import by declaring them in the entry
-point group `relevance_auditor.probes` (entry point name = probe name):
-
-    [project.entry-points."relevance_auditor.probes"]
-    invert = "mypackage.probes:Invert"
-
-A config then lists it like any built-in: `probes: {names: [grayscale, {name: invert,
-strength: 0.5}]}`. `rng` is a `torch.Generator` the caller seeds from the config; probes that
-draw nothing ignore it.
+Probes are extensions (`base.PROBES`, entry point group `relevance_auditor.probes`; README,
+"Extending the auditor", has a worked example): a probe is a frozen dataclass subclassing
+`Probe` whose fields are its parameters (each with a default), registered under its `name`.
+A config lists it like any built-in: `probes: {names: [grayscale, {name: invert, strength:
+0.5}]}`. `rng` is a `torch.Generator` the caller seeds from the config; probes that draw
+nothing ignore it.
 
 Modules: `base` (the `Probe` class and the registry), `transforms` (the built-in transforms),
 `occlusion` (the patch-occlusion grid and its map), `neutral` (each probe's neutral twin),

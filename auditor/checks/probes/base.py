@@ -1,20 +1,16 @@
-"""The probe base class and the probe registry: built-ins by decorator, plug-ins by entry point."""
+"""The probe base class and the `PROBES` registry: built-ins by decorator, plug-ins by entry point."""
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, fields
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-ENTRY_POINT_GROUP = "relevance_auditor.probes"
-
-logger = logging.getLogger(__name__)
+from auditor.registry import Registry, UnknownExtensionError
 
 
 @dataclass(frozen=True)
@@ -52,50 +48,24 @@ def _default(f: Field) -> Any:
     return f.default_factory() if f.default is MISSING else f.default
 
 
-_REGISTRY: dict[str, type[Probe]] = {}
-
-
-def register_probe(cls: type[Probe]) -> type[Probe]:
-    """Class decorator: make a probe available under `cls.name` (to configs and `build_probe`)."""
+def check_probe_class(name: str, cls: type[Probe]) -> None:
+    """The `PROBES` validity check: a `Probe` subclass named `name`, with a description, whose
+    every parameter has a default (a config may give the name alone)."""
     if not (isinstance(cls, type) and issubclass(cls, Probe)):
         raise TypeError(f"{cls!r} is not a Probe subclass")
     for attribute in ("name", "description"):
         if not isinstance(getattr(cls, attribute, None), str):
             raise TypeError(f"probe class {cls.__qualname__} needs a class attribute '{attribute}'")
+    if cls.name != name:
+        raise TypeError(f"probe class {cls.__qualname__} is named '{cls.name}', not '{name}'")
     required = [
         f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
     ]
     if required:
-        raise TypeError(
-            f"probe '{cls.name}': every parameter needs a default, {required} have none"
-        )
-    known = _REGISTRY.get(cls.name)
-    if known is not None and known is not cls:
-        raise ValueError(
-            f"probe '{cls.name}' registered twice: {known.__module__}.{known.__qualname__} "
-            f"and {cls.__module__}.{cls.__qualname__}"
-        )
-    _REGISTRY[cls.name] = cls
-    return cls
+        raise TypeError(f"probe '{name}': every parameter needs a default, {required} have none")
 
 
-def discover_probes() -> list[str]:
-    """Register the probes that installed distributions declare in the entry point group
-    `relevance_auditor.probes`; a plug-in that fails to load is skipped with a warning.
-    Returns the names loaded."""
-    names = []
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            names.append(register_probe(point.load()).name)
-        except Exception as err:  # noqa: BLE001 -- a broken plug-in must not break audits
-            logger.warning("probe plug-in %s = %s not loaded: %s", point.name, point.value, err)
-    return names
-
-
-def known_probes() -> dict[str, str]:
-    """Every registered probe (built-in and plug-in), by name, with its description."""
-    discover_probes()
-    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+PROBES: Registry[type[Probe]] = Registry("probe", "relevance_auditor.probes", check_probe_class)
 
 
 def build_probe(entry: str | Mapping[str, Any]) -> Probe:
@@ -110,11 +80,11 @@ def build_probe(entry: str | Mapping[str, Any]) -> Probe:
                 "a probe with parameters needs a 'name', e.g. {name: blur, sigma: 2.0}"
             )
         name = params.pop("name")
-    if name not in _REGISTRY:
-        discover_probes()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown probe '{name}'; known probes: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
+    if name not in PROBES:
+        raise UnknownExtensionError(
+            f"unknown probe '{name}'; known probes: {', '.join(PROBES.names())}"
+        )
+    cls = PROBES.get(name)
     allowed = [f.name for f in fields(cls)]
     unknown = sorted(set(params) - set(allowed))
     if unknown:

@@ -10,12 +10,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from auditor.checks.probes.base import Probe, register_probe
+from auditor.checks.probes.base import PROBES, Probe
 from auditor.checks.probes.transforms import check_fill, fill_values
 from auditor.results import OcclusionMap
 
 
-@register_probe
+@PROBES.register("patch_occlusion")
 @dataclass(frozen=True)
 class PatchOcclusion(Probe):
     """Cell `cell` (row-major; rows `r * H // grid` to `(r + 1) * H // grid`, columns alike) set

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from auditor.checks.probes.base import Probe, register_probe
+from auditor.checks.probes.base import PROBES, Probe
 
 LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
 
@@ -56,7 +56,7 @@ def _check_cutoff(cutoff: float) -> None:
         raise ValueError("cutoff must be in (0, 0.5] cycles per pixel")
 
 
-@register_probe
+@PROBES.register("grayscale")
 @dataclass(frozen=True)
 class Grayscale(Probe):
     name = "grayscale"
@@ -66,7 +66,7 @@ class Grayscale(Probe):
         return grayscale(images)
 
 
-@register_probe
+@PROBES.register("blur")
 @dataclass(frozen=True)
 class Blur(Probe):
     """Gaussian low-pass, separable, kernel radius ceil(3 sigma), edges replicated."""
@@ -91,7 +91,7 @@ class Blur(Probe):
         return F.conv2d(F.conv2d(padded, across, groups=channels), down, groups=channels)
 
 
-@register_probe
+@PROBES.register("high_pass_removal")
 @dataclass(frozen=True)
 class HighPassRemoval(Probe):
     name = "high_pass_removal"
@@ -106,7 +106,7 @@ class HighPassRemoval(Probe):
         return _keep_frequencies(images, radius <= self.cutoff)
 
 
-@register_probe
+@PROBES.register("high_pass_only")
 @dataclass(frozen=True)
 class HighPassOnly(Probe):
     name = "high_pass_only"
@@ -121,7 +121,7 @@ class HighPassOnly(Probe):
         return _keep_frequencies(images, (radius > self.cutoff) | (radius == 0))
 
 
-@register_probe
+@PROBES.register("jpeg")
 @dataclass(frozen=True)
 class Jpeg(Probe):
     """Each image quantised to 8 bits, JPEG-encoded at `quality` by Pillow, and decoded."""
@@ -145,7 +145,7 @@ class Jpeg(Probe):
         return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(images.dtype) / 255
 
 
-@register_probe
+@PROBES.register("border_mask")
 @dataclass(frozen=True)
 class BorderMask(Probe):
     """A frame `round(width * H)` rows and `round(width * W)` columns deep (at least 1) set to
@@ -169,7 +169,7 @@ class BorderMask(Probe):
         return torch.where(frame, fill_values(images, self.fill), images)
 
 
-@register_probe
+@PROBES.register("brightness_contrast")
 @dataclass(frozen=True)
 class BrightnessContrast(Probe):
     """`x' = mean + std * (x - m_i) / s_i` with `m_i`, `s_i` the mean and standard deviation of
