@@ -18,11 +18,10 @@ import torch
 from torch import fx, nn
 
 from auditor.errors import LayerNotFoundError, ModelLoadError
+from auditor.model.ops import CONV_OPS, GLOBAL_POOL_OPS
 
 aten = torch.ops.aten
 
-CONV_OPS = {aten.conv2d.default, aten.convolution.default}
-GLOBAL_POOL_OPS = {aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.flatten.using_ints}
 #: the submodule `torch.export` adds to check input shapes (not picklable)
 GUARDS_MODULE = "_guards_fn"
 #: meta key on a head's input placeholder: the layer whose output it is (the head's input is an

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from auditor.relevance.lrp import ACTIVATIONS, WEIGHTED
+from auditor.model.ops import MAX_POOL_OPS, POINTWISE_OPS, WEIGHTED_OPS
 
 aten = torch.ops.aten
 
@@ -41,8 +41,6 @@ Box = tuple[int, int, int, int]
 #: (channel, row, column) of a unit of the layer
 Position = tuple[int, int, int]
 
-_IDENTITY = ACTIVATIONS | {aten.batch_norm.default, aten.neg.default, aten.dropout.default}
-_MAX_POOLS = {aten.max_pool2d.default, aten.max_pool2d_with_indices.default}
 
 
 def _positive_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -76,11 +74,11 @@ class _Linearised(fx.Interpreter):
 
     def call_function(self, target, args, kwargs) -> Any:
         args = tuple(_float64(a) for a in args)
-        if target in WEIGHTED:
+        if target in WEIGHTED_OPS:
             args = _positive_weights(target, args)
-        elif target in _IDENTITY:
+        elif target in POINTWISE_OPS:
             return args[0]
-        elif target in _MAX_POOLS:
+        elif target in MAX_POOL_OPS:
             pooled = _window_mean(*args, **kwargs)
             return (pooled, None) if target is aten.max_pool2d_with_indices.default else pooled
         elif target is aten.adaptive_max_pool2d.default:

@@ -24,11 +24,9 @@ from torch import fx
 
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
+from auditor.model.ops import MAX_POOL_OPS, RELU_OPS
 
 aten = torch.ops.aten
-
-RELU_OPS = {aten.relu.default, aten.relu_.default}
-MAX_POOL_OPS = {aten.max_pool2d.default, aten.max_pool2d_with_indices.default}
 
 Fill = Literal["zeros", "ones", "normal"]
 

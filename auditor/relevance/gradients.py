@@ -75,7 +75,7 @@ from torch import fx, nn
 
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
-from auditor.relevance.apop import RELU_OPS
+from auditor.model.ops import RELU_OPS
 from auditor.relevance.base import RelevanceMethod, register
 
 

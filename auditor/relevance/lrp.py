@@ -27,7 +27,6 @@ producing silently wrong relevance.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -36,6 +35,17 @@ from torch import fx
 
 from auditor.errors import RelevanceError
 from auditor.model.graph import CUT_LAYER, ModelGraph, fold_batchnorm
+from auditor.model.ops import (
+    ACTIVATION_OPS,
+    GATE_OPS,
+    MOVE_OPS,
+    PRODUCT_OPS,
+    REDISTRIBUTED_OPS,
+    ROUTED_OPS,
+    SOFTMAX_OPS,
+    SUM_OPS,
+    WEIGHTED_OPS,
+)
 from auditor.relevance.base import RelevanceMethod, register
 from auditor.relevance.rules import Bound, Composite, pass_relevance, redistribute
 from auditor.relevance.rules import composite as build_composite
@@ -73,41 +83,6 @@ def _weighted(
     raise KeyError(target)
 
 
-WEIGHTED = {aten.conv2d.default, aten.convolution.default, aten.linear.default, aten.addmm.default}
-REDISTRIBUTED = {
-    aten.adaptive_avg_pool2d.default,
-    aten.avg_pool2d.default,
-    aten.mean.dim,
-    aten.sum.dim_IntList,
-    aten.batch_norm.default,
-}
-SUMS = {aten.add.Tensor, aten.sub.Tensor}
-PRODUCTS = {
-    aten.mul.Tensor,
-    aten.div.Tensor,
-    aten.matmul.default,
-    aten.bmm.default,
-    aten.mm.default,
-}
-GATES = {aten.sigmoid.default, aten.hardsigmoid.default, aten.softmax.int, aten._softmax.default}
-#: elementwise activations (also used by SRD, which relies on them being pointwise)
-ACTIVATIONS = {
-    aten.relu.default, aten.relu_.default, aten.leaky_relu.default, aten.sigmoid.default,
-    aten.tanh.default, aten.gelu.default, aten.silu.default, aten.hardswish.default,
-    aten.hardtanh.default, aten.elu.default, aten.hardsigmoid.default,
-}  # fmt: skip
-#: shape-preserving normalisations that pass relevance unchanged, like an activation
-SOFTMAX = {aten.softmax.int, aten._softmax.default}
-ROUTED = {
-    aten.max_pool2d.default, aten.max_pool2d_with_indices.default, aten.flatten.using_ints,
-    aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.permute.default,
-    aten.t.default, aten.transpose.int, aten.clone.default, aten.contiguous.default,
-    aten.dropout.default, aten.squeeze.dim, aten.unsqueeze.default, aten.cat.default,
-    aten.slice.Tensor, aten.select.int, aten.alias.default, aten.expand.default,
-    aten.stack.default, aten.sym_size.int, operator.getitem,
-}  # fmt: skip
-#: operations that only move values: a gate is looked for through them
-_MOVES = ROUTED - {aten.max_pool2d.default, aten.max_pool2d_with_indices.default, aten.cat.default}
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -128,9 +103,9 @@ def _dependent(value: Any) -> bool:
 
 def _is_gate(arg: Any) -> bool:
     """Whether a product operand was computed by a gating function (through reshapes)."""
-    while isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in _MOVES:
+    while isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in MOVE_OPS:
         arg = arg.args[0]
-    return isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in GATES
+    return isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in GATE_OPS
 
 
 def _signal(node: fx.Node, target, args: tuple) -> int:
@@ -187,21 +162,21 @@ class _RelevanceInterpreter(fx.Interpreter):
         return value
 
     def call_function(self, target, args, kwargs) -> Any:
-        if not _dependent((args, kwargs)) or target in ROUTED:
+        if not _dependent((args, kwargs)) or target in ROUTED_OPS:
             return target(*args, **kwargs)
         eps = self.rules.epsilon
-        if target in WEIGHTED:
+        if target in WEIGHTED_OPS:
             kind, fn, x, w, b = _weighted(target, args)
             return self.rules.rule(kind, self.node is self.input_layer)(fn, x, w, b)
-        if target in REDISTRIBUTED:
+        if target in REDISTRIBUTED_OPS:
             return _redistribute(target, args, kwargs, [0], eps)
-        if target in SUMS:
+        if target in SUM_OPS:
             return _redistribute(
                 target, args, kwargs, [i for i in (0, 1) if _dependent(args[i])], eps
             )
-        if target in PRODUCTS:
+        if target in PRODUCT_OPS:
             return _redistribute(target, args, kwargs, [_signal(self.node, target, args)], eps)
-        if target in ACTIVATIONS or target in SOFTMAX:
+        if target in ACTIVATION_OPS or target in SOFTMAX_OPS:
             first, *rest = args
             return pass_relevance(lambda t: target(t, *rest, **kwargs), first)
         raise RelevanceError(
@@ -217,7 +192,7 @@ def input_layer(gm: fx.GraphModule) -> fx.Node | None:
     if any(CUT_LAYER in n.meta for n in inputs):
         return None
     return next(
-        (n for n in gm.graph.nodes if n.op == "call_function" and n.target in WEIGHTED), None
+        (n for n in gm.graph.nodes if n.op == "call_function" and n.target in WEIGHTED_OPS), None
     )
 
 

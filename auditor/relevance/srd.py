@@ -48,9 +48,9 @@ import torch.autograd.forward_ad as fwAD
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.model.graph import CONV_OPS, GLOBAL_POOL_OPS, ModelGraph, fold_batchnorm
+from auditor.model.graph import ModelGraph, fold_batchnorm
+from auditor.model.ops import ACTIVATION_OPS, BIAS_FREE_LINEAR_OPS, CONV_OPS, HEAD_START_OPS
 from auditor.relevance.base import RelevanceMethod, register
-from auditor.relevance.lrp import ACTIVATIONS, ROUTED
 from auditor.relevance.srd_ratios import (
     POINTWISE,
     Window,
@@ -64,11 +64,6 @@ from auditor.relevance.srd_ratios import (
 )
 
 aten = torch.ops.aten
-
-#: operations whose input is the encoder output (the start of the classifier head)
-HEAD_START = GLOBAL_POOL_OPS | {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
-#: bias-free linear operations: their gradient is their sharing-ratio contraction (eq. 12, 13)
-LINEAR = ROUTED | {aten.avg_pool2d.default}
 
 
 class _Activation(torch.autograd.Function):
@@ -162,10 +157,11 @@ def _bind(
         return _convolution(node, args)
     if target is aten.batch_norm.default:
         return _batch_norm(node, args)
-    if target in ACTIVATIONS:
+    if target in ACTIVATION_OPS:
         first, *rest = args
         return _Activation.apply(first, lambda t: target(t, *rest, **kwargs))
-    if target in LINEAR or (target is aten.add.Tensor and all(a in encoder for a in node.args[:2])):
+    encoder_sum = target is aten.add.Tensor and all(a in encoder for a in node.args[:2])
+    if target in BIAS_FREE_LINEAR_OPS or encoder_sum:
         return target(*args, **kwargs)
     what = "with a constant operand " if target is aten.add.Tensor else ""
     raise RelevanceError(
@@ -198,7 +194,7 @@ class _SRDInterpreter(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             value = _bind(n, args, kwargs, self.encoder)
             if n is self.capture:
-                self.captured = args[0] if n.target in ACTIVATIONS else value
+                self.captured = args[0] if n.target in ACTIVATION_OPS else value
         if n is self.last:
             self.encoder_output = value
         return value
@@ -209,7 +205,7 @@ def _encoder(gm: fx.GraphModule) -> tuple[fx.Node, frozenset[fx.Node]]:
     between the input and it (its ancestors that depend on the input; the others are
     constants)."""
     start = next(
-        (n for n in gm.graph.nodes if n.op == "call_function" and n.target in HEAD_START), None
+        (n for n in gm.graph.nodes if n.op == "call_function" and n.target in HEAD_START_OPS), None
     )
     if start is None or not isinstance(start.args[0], fx.Node):
         raise RelevanceError(

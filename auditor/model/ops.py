@@ -1,0 +1,90 @@
+"""The groups of aten operations that the graph passes (layer search, LRP, SRD, APOP, receptive
+fields) dispatch on, one named set each."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+
+aten = torch.ops.aten
+
+CONV_OPS = frozenset({aten.conv2d.default, aten.convolution.default})
+"""2-d convolutions: the layers an audit can be cut at, and SRD's weighted encoder steps."""
+
+WEIGHTED_OPS = CONV_OPS | {aten.linear.default, aten.addmm.default}
+"""Operations with learned weights (convolutions, dense layers and their decomposed `addmm`):
+LRP applies the composite's rule to them, the receptive-field pass their positive twin."""
+
+GLOBAL_POOL_OPS = frozenset(
+    {aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.flatten.using_ints}
+)
+"""Operations that collapse the spatial grid: where the encoder ends and the head begins."""
+
+RESHAPE_OPS = frozenset({aten.view.default, aten.reshape.default, aten._unsafe_view.default})
+"""Operations that only change a tensor's shape."""
+
+HEAD_START_OPS = GLOBAL_POOL_OPS | RESHAPE_OPS
+"""Operations whose input is the encoder output (SRD's start of the classifier head)."""
+
+REDISTRIBUTED_OPS = frozenset(
+    {
+        aten.adaptive_avg_pool2d.default,
+        aten.avg_pool2d.default,
+        aten.mean.dim,
+        aten.sum.dim_IntList,
+        aten.batch_norm.default,
+    }
+)
+"""Averages, sums and an unfolded BatchNorm: LRP's epsilon rule gives each summand its
+proportional share."""
+
+SUM_OPS = frozenset({aten.add.Tensor, aten.sub.Tensor})
+"""Elementwise sums (residual additions): LRP's epsilon rule over the summands."""
+
+PRODUCT_OPS = frozenset(
+    {aten.mul.Tensor, aten.div.Tensor, aten.matmul.default, aten.bmm.default, aten.mm.default}
+)
+"""Products of tensors (gating, attention): LRP's signal-takes-all rule."""
+
+SOFTMAX_OPS = frozenset({aten.softmax.int, aten._softmax.default})
+"""Shape-preserving normalisations that pass relevance unchanged, like an activation."""
+
+GATE_OPS = SOFTMAX_OPS | {aten.sigmoid.default, aten.hardsigmoid.default}
+"""Operations whose output gates a product: the operand LRP holds constant."""
+
+RELU_OPS = frozenset({aten.relu.default, aten.relu_.default})
+"""ReLU, out of place and in place: APOP records and replaces them, guided backpropagation
+rewrites their gradient."""
+
+ACTIVATION_OPS = RELU_OPS | {
+    aten.leaky_relu.default, aten.sigmoid.default, aten.tanh.default, aten.gelu.default,
+    aten.silu.default, aten.hardswish.default, aten.hardtanh.default, aten.elu.default,
+    aten.hardsigmoid.default,
+}  # fmt: skip
+"""Elementwise activations: relevance passes them unchanged (LRP), SRD relies on them being
+pointwise."""
+
+POINTWISE_OPS = ACTIVATION_OPS | {aten.batch_norm.default, aten.neg.default, aten.dropout.default}
+"""Operations that map each unit to the unit at the same position: they keep its receptive
+field."""
+
+MAX_POOL_OPS = frozenset({aten.max_pool2d.default, aten.max_pool2d_with_indices.default})
+"""Max pooling, with and without its indices: winner takes all."""
+
+ROUTED_OPS = MAX_POOL_OPS | {
+    aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+    aten.permute.default, aten.t.default, aten.transpose.int, aten.clone.default,
+    aten.contiguous.default, aten.dropout.default, aten.squeeze.dim, aten.unsqueeze.default,
+    aten.cat.default, aten.slice.Tensor, aten.select.int, aten.alias.default,
+    aten.expand.default, aten.stack.default, aten.sym_size.int, operator.getitem,
+}  # fmt: skip
+"""Operations whose gradient routes values (max pooling, reshapes, concatenation, slicing,
+dropout): relevance follows the gradient."""
+
+MOVE_OPS = ROUTED_OPS - MAX_POOL_OPS - {aten.cat.default}
+"""Operations that only move one tensor's values: LRP looks for a gate through them."""
+
+BIAS_FREE_LINEAR_OPS = ROUTED_OPS | {aten.avg_pool2d.default}
+"""Bias-free (piecewise) linear operations: SRD's gradient through them is their sharing-ratio
+contraction (SRD eq. 12, 13)."""
