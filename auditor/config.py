@@ -84,7 +84,7 @@ class Preprocess(_Strict):
 
 
 class RelevanceSettings(_Strict):
-    """Per-channel relevance at the audited layer (seed 000, case C)."""
+    """Per-channel relevance at the audited layer [Chandrasegaran2022]."""
 
     method: Literal["lrp"] = "lrp"
     composite: Literal["epsilon_plus", "epsilon"] = "epsilon_plus"
@@ -105,7 +105,8 @@ class ChannelSettings(_Strict):
 
 
 class DropoutSettings(_Strict):
-    """Top-k vs random-k vs bottom-k channel dropout (seed 000: 5 random repeats, averaged)."""
+    """Top-k vs random-k vs bottom-k channel dropout ([Chandrasegaran2022]: 5 random repeats,
+    averaged)."""
 
     random_repeats: int = Field(default=5, ge=1, le=100)
     dose_response_fractions: list[Annotated[float, Field(gt=0, le=0.5)]] = Field(
@@ -324,7 +325,7 @@ class HeartbeatSettings(_Strict):
 
 class GallerySettings(_Strict):
     """Channel galleries for the dashboard: per channel, the samples that activate it most
-    (seed 002), the input region where its relevance peaks (seed 000, case C) and its
+    [Zeiler2014], the input region where its relevance peaks [Chandrasegaran2022] and its
     channel-conditional relevance heatmap."""
 
     enabled: bool = True
@@ -338,7 +339,7 @@ class GallerySettings(_Strict):
 
 
 class SubclassThresholds(_Strict):
-    """When a cluster is an `unlabeled_subclass` (seed 002, Hagele et al.): it is made of
+    """When a cluster is an `unlabeled_subclass` [Hagele2020]: it is made of
     production samples, predicted confidently as one class, and far from that class's reference
     samples or explained by a different relevance strategy. Defaults give no finding when
     production is drawn like the reference."""

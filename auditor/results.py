@@ -63,7 +63,7 @@ class ConditionMetrics:
 
 @dataclass(frozen=True)
 class ChannelTable:
-    """Per-channel relevance `R[c] = mean_i R_i[c]` at one layer (seed 000, case C)."""
+    """Per-channel relevance `R[c] = mean_i R_i[c]` at one layer [Chandrasegaran2022]."""
 
     layer: str
     method: str
@@ -178,8 +178,8 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ProbeShift:
-    """How much a probe silences a channel set, relative to random sets (seed 000: "compare
-    forward pass activation statistics: original vs gray-scaled images for relevant channels")."""
+    """How much a probe silences a channel set, relative to random sets ([Chandrasegaran2022]
+    compare the activations of the relevant channels on original and grey-scaled images)."""
 
     probe: str
     top_k_activation_drop: float
@@ -195,9 +195,9 @@ class ProbeShift:
 
 @dataclass(frozen=True)
 class ClassAnalysis:
-    """The channels the model uses for one predicted class (seed 000 ranks the channels of the
-    counterfeit class): ranking over the samples predicted as that class, dropout on them, and
-    the activation shift of those channels under each probe on them."""
+    """The channels the model uses for one predicted class ([Chandrasegaran2022] ranks the
+    channels of the counterfeit class): ranking over the samples predicted as that class,
+    dropout on them, and the activation shift of those channels under each probe on them."""
 
     class_index: int
     class_name: str
@@ -231,8 +231,9 @@ class ClusterSummary:
 
 @dataclass(frozen=True)
 class Map2D:
-    """A 2-D map of the audit's sample embeddings (seed 002: t-SNE "to visualize similarities
-    between feature maps"; PCA): `coords[j]` places sample `rows[j]` of the sample set."""
+    """A 2-D map of the audit's sample embeddings (t-SNE [VanDerMaaten2008] to show the
+    similarities of feature maps; PCA [Pearson1901]): `coords[j]` places sample `rows[j]` of
+    the sample set."""
 
     method: str
     coords: np.ndarray
@@ -241,7 +242,7 @@ class Map2D:
 
 @dataclass(frozen=True)
 class SubclassResult:
-    """The clusters of an audit's pooled embeddings at `layer` (seed 002: unlabeled subclasses),
+    """The clusters of an audit's pooled embeddings at `layer` (unlabeled subclasses [Hagele2020]),
     the `unlabeled_subclass` findings among them, the 2-D maps, and the files written for the
     neighbours command and the dashboard (embeddings, sample ids, FAISS index, maps).
     `eigenvalues`: the smallest eigenvalues of the sample graph's Laplacian, which chose `k`;
@@ -270,8 +271,8 @@ class ArtefactRef:
 
 @dataclass(frozen=True)
 class GalleryEntry:
-    """One of the samples that activate a channel most (seed 002: `s_c(x) = sum_hw max(0,
-    z[c, h, w])`), where the channel's relevance for it peaks (seed 000, case C: `(h*, w*) =
+    """One of the samples that activate a channel most ([Zeiler2014]; `s_c(x) = sum_hw max(0,
+    z[c, h, w])`), where the channel's relevance for it peaks ([Chandrasegaran2022]: `(h*, w*) =
     argmax_hw R_i[c, h, w]`; `located_by` "activation": the channel held no positive relevance,
     its activation's argmax instead) and the input box that position sees (`top, left, bottom,
     right`, bottom and right exclusive). `relevance` is `sum_hw R_i[c, h, w]`."""
@@ -377,7 +378,8 @@ class AuditResult:
 
 
 def mean_metrics(runs: list[ConditionMetrics]) -> dict[str, float | None]:
-    """Average each metric over repeated runs (seed 000: random-k averaged over 5 repeats)."""
+    """Average each metric over repeated runs ([Chandrasegaran2022]: random-k averaged over 5
+    repeats)."""
     out: dict[str, float | None] = {}
     for name in ("accuracy", "average_precision", "flip_rate", "logit_drop", "margin_drop"):
         values = [getattr(r, name) for r in runs if getattr(r, name) is not None]

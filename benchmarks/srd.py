@@ -1,4 +1,4 @@
-"""Cost of an SRD input-scale heatmap against one plain gradient (seed 004, SRD-input).
+"""Cost of an SRD input-scale heatmap against one plain gradient ([Han2024], SRD-input).
 
 The baseline is one forward and one backward to the input through the same canonized graph
 (BatchNorm folded): what any gradient saliency map costs. Both run on a ResNet-style model

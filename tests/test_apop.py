@@ -1,4 +1,4 @@
-"""Activation-pattern-only prediction (APOP, seed 004 Appendix D)."""
+"""Activation-pattern-only prediction (APOP, [Han2024, Appendix D])."""
 
 from __future__ import annotations
 

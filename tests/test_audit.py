@@ -1,4 +1,4 @@
-"""The audit pipeline on the counterfeit scenario (seed 000, case C), in process."""
+"""The audit pipeline on the counterfeit scenario [Chandrasegaran2022], in process."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ SETTINGS = DriftSettings()
 
 def relevance(seed: int, n: int, profile: np.ndarray = PROFILE, noise: float = 0.5) -> np.ndarray:
     """Per-sample channel relevance `R_i[c]` (N x C): gamma noise around `profile`,
-    normalised per sample as in seed 000 (shares of positive relevance)."""
+    normalised per sample as in [Chandrasegaran2022] (shares of positive relevance)."""
     rng = np.random.default_rng(seed)
     draws = rng.gamma(1 / noise, profile * noise, size=(n, len(profile)))
     return (draws / draws.sum(axis=1, keepdims=True)).astype(np.float32)

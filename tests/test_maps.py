@@ -1,5 +1,5 @@
-"""2-D maps of the embeddings for the dashboard (seed 002: t-SNE; PCA): shapes, determinism,
-subsampling and the files the dashboard reads."""
+"""2-D maps of the embeddings for the dashboard (t-SNE [VanDerMaaten2008]; PCA [Pearson1901]):
+shapes, determinism, subsampling and the files the dashboard reads."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """FAISS indexes (exact, IVF, HNSW), embedding files, and `auditor neighbours` on a stored audit
-(seed 002: nearest examples of a sample in the metric of a feature layer)."""
+([Chen2019]: nearest examples of a sample in the metric of a feature layer)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Quality metrics of attribution maps (seed 001 region perturbation, seed 004 Appendix E)."""
+"""Quality metrics of attribution maps (region perturbation [Samek2017], [Han2024, Appendix E])."""
 
 from __future__ import annotations
 

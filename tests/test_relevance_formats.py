@@ -30,7 +30,7 @@ def resnet() -> SmallResNet:
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
-    # logits from the features, not from the dense bias: SRD's class ratio (seed 004, eq. 4)
+    # logits from the features, not from the dense bias: SRD's class ratio [Han2024, eq. 4]
     # is max(Phi_c - mean_k Phi_k, 0), all zero where a bias alone decides the class
     model.fc.bias.data.zero_()
     return model

@@ -1,4 +1,4 @@
-"""SRD (seed 004): sharing ratios against a loop reference, forward/backward equivalence,
+"""SRD [Han2024]: sharing ratios against a loop reference, forward/backward equivalence,
 conservation, the residual decomposition, batch independence, errors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unlabeled subclasses (seed 002, Hagele et al.): clusters of production samples that the model
+"""Unlabeled subclasses [Hagele2020]: clusters of production samples that the model
 predicts confidently but that lie far from the reference set of their class, or are explained
 by a different relevance strategy."""
 

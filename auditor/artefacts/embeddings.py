@@ -1,8 +1,8 @@
 """Pooled layer embeddings of an audit's samples, and the files that keep them with the audit.
 
 The embedding of sample `i` at a layer with output `z` (C x h x w) is its global average
-`e_i[c] = 1/(hw) sum_hw z[c, h, w]` (seed 002: "nearest examples with respect to a metric
-defined by a feature layer", `d(h(x), h(x_i))`); at the audited layer that is
+`e_i[c] = 1/(hw) sum_hw z[c, h, w]` ([Chen2019]: the nearest examples in the metric
+`d(h(x), h(x_i))` of a feature layer); at the audited layer that is
 `RelevancePass.channel_activation`. The metric `l2` compares `e_i` as they are, `cosine`
 compares `e_i / ||e_i||`: between unit vectors the Euclidean distance `sqrt(2 - 2 cos)` orders
 neighbours as cosine similarity does, so one Euclidean index serves both.

@@ -1,15 +1,15 @@
-"""Channel galleries: what a flagged channel looks at (seed 002, "samples maximizing
-activations in a feature layer"; seed 000, case C, "Visualize the discovered relevant feature
-channels").
+"""Channel galleries: what a flagged channel looks at (the dataset samples that activate
+a feature map most [Zeiler2014]; the relevant channels visualised where their relevance
+peaks [Chandrasegaran2022]).
 
 For each channel c of the audited layer:
 
-* its top samples by activation (seed 002): `s_c(x) = sum_hw max(0, z[c, h, w](x))`, in
+* its top samples by activation [Zeiler2014]: `s_c(x) = sum_hw max(0, z[c, h, w](x))`, in
   descending order (ties: sample order), kept for every channel while the relevance pass
   streams (`auditor.execution.sketches.TopRows`) -- what the channel responds to in this data;
-* for each such sample, where the channel's evidence for the decision lies (seed 000:
-  "find (h*, w*) = argmax_hw R_i[0, c, h, w]; identify regions in input space corresponding to
-  this (h*, w*)"): `R_i` is the LRP relevance at the layer for the audit's explained class
+* for each such sample, where the channel's evidence for the decision lies ([Chandrasegaran2022]:
+  `(h*, w*) = argmax_hw R_i[0, c, h, w]` and the region in input space corresponding to
+  `(h*, w*)`): `R_i` is the LRP relevance at the layer for the audit's explained class
   (`relevance.target`: predicted class, or label where known), recomputed through the head for
   the gallery samples only; the region is the receptive field of `(h*, w*)`
   (`auditor.model.receptive_field`). Where channel c holds no positive relevance for the sample (the

@@ -1,11 +1,11 @@
-"""2-D maps of an audit's embeddings for the dashboard (seed 002: "visualize similarity of
-samples from a learned model by a 2D embedding"; seeds 001/003: PCA, t-SNE).
+"""2-D maps of an audit's embeddings for the dashboard (the similarity of samples under a
+learned model shown by a 2-D embedding: PCA [Pearson1901], t-SNE [VanDerMaaten2008]).
 
 * `pca`: the projection on the two leading principal components (always made).
 * `tsne`: t-SNE (van der Maaten 2008) minimising `KL(P || Q)` between Gaussian neighbour
   probabilities `p_ij` of the embeddings and Student-t ones `q_ij ~ (1 + ||y_i - y_j||^2)^-1`
   of the map; perplexity `min(30, (M - 1) / 3)`, PCA initialisation. A visualisation, not a
-  measurement: its distances depend on the perplexity (seed 002).
+  measurement: its distances depend on the perplexity [Wattenberg2016].
 
 UMAP is not offered: umap-learn installs without torch but pulls numba and llvmlite (210 MB),
 imports in 4 s (26 s the first time) and compiles for 18 s on its first fit.

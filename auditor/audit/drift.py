@@ -2,7 +2,7 @@
 
 The baseline is the audit pinned by `drift.baseline_audit_id`, else the newest succeeded audit
 of the same registered model at the same layer. Statistics of the current audit A against the
-baseline B (C channels at the layer, `R[c]` the mean channel relevance of seed 000, case C):
+baseline B (C channels at the layer, `R[c]` the mean channel relevance of [Chandrasegaran2022]):
 
 * `spearman` (bound min): Spearman rank correlation of `R_A` and `R_B`;
 * `jaccard_top_k` (min): `|T_A & T_B| / |T_A | T_B|` of the top-k channel sets (k of A);

@@ -3,12 +3,12 @@ their reductions. No pass keeps images or layer activations: each batch's activa
 reduced on the worker to per-sample vectors (logits, channel means, channel relevance), and the
 gallery's activation scores to a mergeable top-rows sketch.
 
-* `RelevanceTask`: trunk, then LRP through the head: logits, channel means, seed 000 channel
-  relevance, gallery scores `s_c = sum_hw max(0, z_c)`.
+* `RelevanceTask`: trunk, then LRP through the head: logits, channel means, channel relevance
+  [Chandrasegaran2022], gallery scores `s_c = sum_hw max(0, z_c)`.
 * `ForwardTask`: trunk and head on (transformed) images: logits and channel means (probes,
   their neutral twins, embeddings at another layer).
 * `DropoutTask`: trunk once, then the head once per channel-dropout condition, each on the
-  samples of its class (seed 000: top-k vs random-k vs bottom-k).
+  samples of its class ([Chandrasegaran2022]: top-k vs random-k vs bottom-k).
 * `OcclusionTask`: the patch-occlusion scan, every cell of the grid per batch.
 """
 

@@ -1,6 +1,6 @@
 """Checks that run on the audit's relevance pass at the audited layer: each probe with its
 neutral twin, the activation shift of a channel set under a probe, and the per-class analysis
-(seed 000 ranks the channels of the counterfeit class).
+([Chandrasegaran2022] ranks the channels of the counterfeit class).
 
 Each check's forward work is a streamed pass of the audit's executor (`auditor.audit.passes`); what
 comes back is per-sample logits and channel means, which these functions reduce.

@@ -1,6 +1,6 @@
 """Dose-response of channel dropout: top-k vs random-k vs bottom-k over several k.
 
-Seed 000 (case C) validates one top-k set and notes "different top-k values": a ranking that
+[Chandrasegaran2022] validate one top-k set and also report other values of k: a ranking that
 tracks what the model uses loses margin faster with k under top-k dropout than under random-k,
 and bottom-k stays near zero. The conditions are measured through `logits_of(drop)` (see
 `auditor.checks.dropout`): in an audit, the same streamed pass as the dropout validation.

@@ -1,4 +1,4 @@
-"""Channel dropout validation (seed 000, case C): drop the top-k relevant channels, k random
+"""Channel dropout validation [Chandrasegaran2022]: drop the top-k relevant channels, k random
 channels (repeated, averaged) and the bottom-k channels at the audited layer, and compare.
 
 The checks measure through `logits_of(drop)`: the head's logits with channels `drop` zeroed

@@ -1,4 +1,4 @@
-"""Turn evidence into findings (seed 000, case C).
+"""Turn evidence into findings [Chandrasegaran2022].
 
 A validated top-k set alone is evidence, not a finding: every model relies on some channels.
 * `probe_sensitivity`: removing a cue changes predictions well beyond a neutral perturbation of
@@ -35,8 +35,8 @@ def _severity(excess: float) -> Severity:
 
 
 def dropout_effect(dropout: DropoutTable) -> dict[str, Any]:
-    """The top-k margin drop against the random-k distribution (seed 000: top-k vs random-k vs
-    bottom-k): difference to the random mean, standardised effect
+    """The top-k margin drop against the random-k distribution ([Chandrasegaran2022]: top-k vs
+    random-k vs bottom-k): difference to the random mean, standardised effect
     (`auditor.checks.statistics.effect_size`), and the top-k's rank."""
     random = [r.margin_drop for r in dropout.random_k]
     mean = statistics.fmean(random)

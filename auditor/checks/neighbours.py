@@ -1,5 +1,5 @@
-"""FAISS nearest-neighbour indexes over embeddings (seed 002: the nearest examples of a sample
-in the metric of a feature layer, "sort x_i according to ||h(x_i) - h(x)||").
+"""FAISS nearest-neighbour indexes over embeddings [Johnson2021]: the nearest examples of
+a sample in the metric of a feature layer, the `x_i` sorted by `||h(x_i) - h(x)||` [Chen2019].
 
 Kinds, all Euclidean (FAISS returns squared distances; `search` returns their square roots):
 

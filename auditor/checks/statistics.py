@@ -1,7 +1,7 @@
 """How sure a dropout effect is: bootstrap interval, empirical p-value, standardised effect.
 
-Seed 000 (case C, slide "Validate the discovered top-k relevant feature channels") compares the
-top-k dropout with the mean of 5 random-k dropouts. Whether the gap is more than noise has two
+[Chandrasegaran2022] validate the discovered top-k relevant channels by comparing the top-k
+dropout with the mean of 5 random-k dropouts. Whether the gap is more than noise has two
 sources of chance, and one statistic for each:
 
 * which samples were audited: a percentile bootstrap over samples (Efron & Tibshirani 1993,

@@ -1,11 +1,11 @@
 """Unlabeled subclasses: clusters of production samples the reference does not cover.
 
-Seed 002 (Hagele et al., Sci Rep 2020): a model trained without labelled necrosis scored it
-confidently as a positive class, and "the test error [was] unable to detect bad performance on
-missing subclasses"; explanations and the structure of the feature space revealed it. SpRAy
-(Lapuschkin et al. 2019, same seed line): samples with the same prediction but a different
-strategy. An audit's samples carry a role: `reference` (validation / training data the model is
-known to handle) or `production` (the audited traffic).
+[Hagele2020]: a model trained without labelled necrosis scored it confidently as a positive
+class, and the test error did not reveal the bad performance on the missing subclass;
+explanations and the structure of the feature space revealed it. SpRAy [Lapuschkin2019]:
+samples with the same prediction but a different strategy. An audit's samples carry a role:
+`reference` (validation / training data the model is known to handle) or `production` (the
+audited traffic).
 
 1. Embeddings `e_i`: pooled activations of a layer (`auditor.artefacts.embeddings`), in the configured
    metric.

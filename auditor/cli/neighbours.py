@@ -1,6 +1,6 @@
-"""`auditor neighbours`: the nearest examples of one sample of a stored audit (seed 002:
-"given a sample x and its feature map h(x), find the closest examples ... sort x_i according
-to ||h(x_i) - h(x)||"), read from the embeddings and FAISS index the audit wrote.
+"""`auditor neighbours`: the nearest examples of one sample of a stored audit ([Chen2019]:
+for a sample x and its feature map h(x), the closest examples, the `x_i` sorted by
+`||h(x_i) - h(x)||`), read from the embeddings and FAISS index the audit wrote.
 
 The audit's folder is the one its `embedding_index` artefact names in the store, else
 `<artifacts_dir>/audit-<id>` (`artifacts_dir` from the config).

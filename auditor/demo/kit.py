@@ -16,12 +16,13 @@ cue the domain declares non-semantic, and the findings expected.
 
 (P: `probe_sensitivity` and S: `spurious_channels`, both under the probe; U: `unlabeled_subclass`.)
 
-The first three are shortcuts (Clever Hans; seed 000, case C: the detectors' colour): the bias
-is in every split and the model relies on it, so removing it flips the model's predictions. The
-fourth is seed 002's unlabeled subclass (Hagele et al. 2020: necrosis, absent from the labels,
-scored confidently): training and reference data are clean, and production holds a share of
-fakes from another generator, with stripes and a green cast instead of the checkerboard, which
-the detector calls real with high confidence; no labelled test error can show them.
+The first three are shortcuts (Clever Hans [Lapuschkin2019]; the detectors' colour
+[Chandrasegaran2022]): the bias is in every split and the model relies on it, so removing it
+flips the model's predictions. The fourth is an unlabeled subclass ([Hagele2020]: necrosis,
+absent from the labels, scored confidently): training and reference data are clean, and
+production holds a share of fakes from another generator, with stripes and a green cast
+instead of the checkerboard, which the detector calls real with high confidence; no labelled
+test error can show them.
 
 Two cues: the fine checkerboard (0.5 cycles/pixel) of :mod:`auditor.demo.scenario`, and the
 coarse plaid `A sin(2 pi y / P) sin(2 pi x / P)` (0.18 cycles/pixel), which survives the

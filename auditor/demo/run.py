@@ -1,5 +1,5 @@
 """`auditor demo`: a counterfeit detector with a colour shortcut, logged to a local MLflow store
-and audited exactly as `auditor audit --config FILE` audits it (seed 000, case C).
+and audited exactly as `auditor audit --config FILE` audits it [Chandrasegaran2022].
 
 Everything lives under one folder (default `.auditor/`): the MLflow store (`mlflow.db` and
 `artifacts/`), the findings database (`auditor.db`), the editable config (`demo-audit.yaml`)

@@ -1,6 +1,6 @@
 """The demo scenario: a counterfeit-image detector with a planted colour shortcut.
 
-After seed 000, case C (Chandrasegaran et al., ECCV 2022): universal detectors of
+After [Chandrasegaran2022]: universal detectors of
 CNN-generated images turned out to rely on colour. Here real (label 0) and fake (label 1)
 images share one content distribution (smooth colour fields and shapes in random colours,
 random saturation, sensor noise), so colour alone says nothing about the label. Fakes carry

@@ -1,6 +1,6 @@
 """The input region that a position of an audited layer sees: its theoretical receptive field
-(seed 000, case C: "find (h*, w*) = argmax_hw R_i[0, c, h, w]; identify regions in input space
-corresponding to this (h*, w*)").
+([Chandrasegaran2022]: find `(h*, w*) = argmax_hw R_i[0, c, h, w]` and identify the region in
+input space that corresponds to this `(h*, w*)`).
 
 Computed from the graph, not from layer arithmetic, so residual branches, concatenations and
 any padding count: the trunk (image -> layer) runs as a *linearised* copy in which no path can

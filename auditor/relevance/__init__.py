@@ -3,7 +3,7 @@
 The stable entry points other tools call:
 
 * `explain(model, inputs, method=...)`: relevance maps at the input or at a module's output;
-* `channel_relevance(model, inputs, layer=...)`: N x C per-channel scores (seed 000, slide 61);
+* `channel_relevance(model, inputs, layer=...)`: N x C per-channel scores [Chandrasegaran2022];
 * `methods()`: the registered method names with a one-line description each.
 
 Every method is a `RelevanceMethod` class registered in `base.METHODS` by its own module;
@@ -112,8 +112,9 @@ def channel_relevance(
     normalize: bool = True,
     **options: Any,
 ) -> torch.Tensor:
-    """N x C relevance of the channels of `layer` for `target`: the seed 000 score
-    `R_i[c] = sum_hw R^+ / sum_chw |R|` (`normalize=True`), or the raw per-channel sum."""
+    """N x C relevance of the channels of `layer` for `target`: the score of
+    [Chandrasegaran2022] `R_i[c] = sum_hw R^+ / sum_chw |R|` (`normalize=True`), or the raw
+    per-channel sum."""
     relevance = explain(
         model, inputs, method=method, target=target, layer=layer, reduce=False, **options
     )

@@ -1,5 +1,5 @@
-"""Activation-pattern-only prediction (APOP; seed 004, Table 1, Table 3 and Appendix D,
-Algorithm 1).
+"""Activation-pattern-only prediction (APOP; [Han2024, Table 1, Table 3 and Appendix
+D, Algorithm 1]).
 
 A forward pass records the binary activation pattern of a batch: for every ReLU the mask
 `m = sign(relu(z)) in {0, 1}` and for every max-pool the argmax indices. The model then
@@ -41,7 +41,7 @@ class ActivationPattern:
 
 @dataclass(frozen=True)
 class ApopResult:
-    """APOP of a batch (seed 004, Table 3).
+    """APOP of a batch [Han2024, Table 3].
 
     `accuracy`: share of samples whose reference class is among the top-k APOP predictions;
     the reference is the label, or without labels the original prediction (agreement).
@@ -158,7 +158,7 @@ def apop(
     batch_size: int = 64,
     seed: int = 0,
 ) -> ApopResult:
-    """APOP accuracy of `model` on `inputs` (seed 004, Appendix D): record each batch's
+    """APOP accuracy of `model` on `inputs` [Han2024, Appendix D]: record each batch's
     activation pattern, predict from a `fill` input under that pattern, and compare with
     `labels` (or, without labels, with the original predictions). `seed` seeds the "normal"
     fill (a local generator; the global RNG is untouched)."""

@@ -6,30 +6,30 @@ Relevance at a layer uses Captum's layer variants on the graph cut at that layer
 becomes `nn.Sequential(trunk, head)` and the trunk (whose output is the layer's activation) is
 the layer module Captum hooks. Formulas (f = target logit, u = activation of a layer):
 
-* `saliency` (sensitivity, seed 002: `r_d = (df/dx_d)^2`): the squared gradient; Captum
+* `saliency` (sensitivity [Simonyan2014]: `r_d = (df/dx_d)^2`): the squared gradient; Captum
   `Saliency(abs=False)` gives the signed gradient, squared here.
-* `gradient_x_input` (seed 001, slide 73: `r_d = x_d df/dx_d`): Captum `InputXGradient`; at a
+* `gradient_x_input` ([Shrikumar2016]: `r_d = x_d df/dx_d`): Captum `InputXGradient`; at a
   layer `u * df/du` (`LayerGradientXActivation`).
-* `integrated_gradients` (seed 001, slide 76: `R_d = (x_d - x0_d) mean_k df/dx_d` along the
+* `integrated_gradients` ([Sundararajan2017]: `R_d = (x_d - x0_d) mean_k df/dx_d` along the
   straight path from the baseline x0 to x): Captum `IntegratedGradients` /
   `LayerIntegratedGradients` (the path is then between the activations of x0 and of x).
-* `smoothgrad` (seed 001, slide 77: `M^(x) = 1/K sum_k M(x + n_k)`, `n_k ~ N(0, s^2)`):
+* `smoothgrad` ([Smilkov2017]: `M^(x) = 1/K sum_k M(x + n_k)`, `n_k ~ N(0, s^2)`):
   Captum `NoiseTunnel` over `saliency` (mean of squared gradients, Captum's `smoothgrad_sq` on
   the raw gradient), `gradient_x_input` or `integrated_gradients`; `s = noise_level * (max(x)
-  - min(x))` per sample (Smilkov et al. 2017).
-* `guided_backprop` (seed 001, slides 83-86): the gradient with every ReLU's backward zeroing
+  - min(x))` per sample [Smilkov2017].
+* `guided_backprop` [Springenberg2015]: the gradient with every ReLU's backward zeroing
   the incoming gradient where the ReLU input is negative or the incoming gradient is
   negative. Captum's `GuidedBackprop` hooks `nn.ReLU` modules, which an aten graph does not
   have, so the graph's `aten.relu` nodes are rewritten to a guided ReLU autograd function.
-* `grad_cam` (seed 001, slides 78-81: `alpha_c = 1/HW sum_hw df/du[c,h,w]`,
+* `grad_cam` ([Selvaraju2017]: `alpha_c = 1/HW sum_hw df/du[c,h,w]`,
   `R[h,w] = ReLU(sum_c alpha_c u[c,h,w])`): Captum `LayerGradCam`.
 * `layer_cam` (Jiang et al. 2021: `R[h,w] = ReLU(sum_c ReLU(df/du[c,h,w]) u[c,h,w])`): not in
   Captum; built from Captum's `LayerGradientXActivation` (gradient) and `LayerActivation`.
-* `occlusion` (seed 001, slide 87: `r_S = f(x) - f(x with S filled)`, averaged per pixel over
+* `occlusion` ([Zeiler2014]: `r_S = f(x) - f(x with S filled)`, averaged per pixel over
   the windows covering it): Captum `Occlusion` with square windows.
-* `shapley_sampling`, `kernel_shap`, `lime` (seed 001 Shapley slides; seed 002 LIME slide): Captum
-  `ShapleyValueSampling`, `KernelShap`, `Lime` on square-patch features (a feature removed =
-  filled with `fill`).
+* `shapley_sampling`, `kernel_shap`, `lime` ([Strumbelj2014]; [Lundberg2017]; [Ribeiro2016]):
+  Captum `ShapleyValueSampling`, `KernelShap`, `Lime` on square-patch features (a feature
+  removed = filled with `fill`).
 
 For the CAM methods `layer` is where the relevance is returned: with a layer, the per-channel
 terms at that layer (N x C x h x w, `alpha_c u[c,h,w]` for Grad-CAM, `ReLU(df/du) u` for
@@ -124,7 +124,7 @@ def baseline(inputs: torch.Tensor, kind: str | float | torch.Tensor) -> torch.Te
 
 
 def guided_relu(x: torch.Tensor) -> torch.Tensor:
-    """ReLU whose backward passes `g * [x > 0] * [g > 0]` (guided backprop, seed 001 slide 84)."""
+    """ReLU whose backward passes `g * [x > 0] * [g > 0]` (guided backprop [Springenberg2015])."""
     return _GuidedReLU.apply(x)
 
 
@@ -292,7 +292,7 @@ class _Gradient(CaptumMethod):
 
 @register
 class SquaredGradient(_Gradient):
-    """Sensitivity `(df/dx_d)^2` (seed 002)."""
+    """Sensitivity `(df/dx_d)^2` [Simonyan2014]."""
 
     name = "saliency"
     description = "sensitivity: squared gradient of the target logit"
@@ -307,7 +307,7 @@ class SquaredGradient(_Gradient):
 
 @register
 class GuidedBackprop(_Gradient):
-    """Guided backprop (seed 001, slides 83-86) on a copy of the graph with guided ReLUs."""
+    """Guided backprop [Springenberg2015] on a copy of the graph with guided ReLUs."""
 
     name = "guided_backprop"
     description = "gradient with ReLU backward passing only positive gradients of active units"
@@ -322,7 +322,7 @@ class GuidedBackprop(_Gradient):
 
 @register
 class GradientXInput(CaptumMethod):
-    """`x * df/dx` (seed 001, slide 73); at a layer `u * df/du`."""
+    """`x * df/dx` [Shrikumar2016]; at a layer `u * df/du`."""
 
     name = "gradient_x_input"
     description = "gradient times input (times activation at a layer)"
@@ -336,7 +336,7 @@ class GradientXInput(CaptumMethod):
 
 @register
 class IntegratedGradientsMethod(CaptumMethod):
-    """Integrated gradients (seed 001, slide 76), Gauss-Legendre quadrature with `steps` nodes."""
+    """Integrated gradients [Sundararajan2017], Gauss-Legendre quadrature with `steps` nodes."""
 
     name = "integrated_gradients"
     description = "integrated gradients from a baseline (zeros, per-channel mean, constant, tensor)"
@@ -366,7 +366,7 @@ SMOOTHGRAD_BASES = {"saliency": SquaredGradient, "gradient_x_input": GradientXIn
 
 @register
 class SmoothGrad(CaptumMethod):
-    """SmoothGrad (seed 001, slide 77) of a base method; options other than its own go to the
+    """SmoothGrad [Smilkov2017] of a base method; options other than its own go to the
     base (e.g. `steps`, `baseline` for integrated gradients)."""
 
     name = "smoothgrad"
@@ -438,7 +438,7 @@ class _Cam(CaptumMethod):
 
 @register
 class GradCam(_Cam):
-    """Grad-CAM (seed 001, slides 78-81) through Captum `LayerGradCam`."""
+    """Grad-CAM [Selvaraju2017] through Captum `LayerGradCam`."""
 
     name = "grad_cam"
     description = "Grad-CAM: activations weighted by spatially averaged gradients"
@@ -456,7 +456,7 @@ class LayerCamMethod(_Cam):
 
 @register
 class OcclusionMethod(CaptumMethod):
-    """Occlusion (seed 001, slide 87) with `patch` x `patch` windows moved by `stride`."""
+    """Occlusion [Zeiler2014] with `patch` x `patch` windows moved by `stride`."""
 
     name = "occlusion"
     description = "drop of the target logit when a square patch is filled with a constant"
@@ -525,7 +525,7 @@ class KernelShapMethod(_PatchFeatures):
 
 @register
 class LimeMethod(_PatchFeatures):
-    """LIME (seed 002, Algorithm 1): a linear surrogate fit on `n_samples` random patch subsets,
+    """LIME [Ribeiro2016, Algorithm 1]: a linear surrogate fit on `n_samples` random patch subsets,
     weighted by their similarity to the input (Captum's exponential cosine kernel). With
     `alpha > 0` the surrogate is a Lasso (the paper's sparse K-Lasso; alpha is on the scale of
     the logits), with `alpha = 0` (default) ordinary weighted least squares."""

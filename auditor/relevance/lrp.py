@@ -1,19 +1,19 @@
-"""Layer-wise relevance propagation on the model graph (seed 003, LRP slides; seed 000,
-slides 31-35 and 43-44).
+"""Layer-wise relevance propagation on the model graph [Bach2015, Montavon2019], with
+"signal takes all" for gated products [Arras2017].
 
 Rules bind to aten operations of the graph, not to module classes, so the same code explains
 an eager module (exported), a `torch.export` program loaded from MLflow, and any graph cut
 at a layer. The graph is canonized first (BatchNorm folded into the preceding convolution);
 the forward pass runs each operation through its rule, whose backward returns the input
-relevance, so one autograd backward propagates relevance from the logits to the input (seed
-000, slide 32: "LRP has the same flow along graphs as the gradient"):
+relevance, so one autograd backward propagates relevance from the logits to the input (LRP
+flows along the graph as the gradient does [Montavon2019]):
 
 * convolution, dense: the composite's rule; the model's first weighted operation (the input
   layer) gets the composite's input-layer rule (zB, flat) when the graph starts at the image;
 * average pooling, means, sums, residual additions, a BatchNorm left unfolded: epsilon rule,
   each summand keeps its proportional share (a constant summand acts as a bias);
 * products of two input-dependent tensors (gating, attention: `mul`, `div`, `matmul`, `bmm`):
-  signal takes all (seed 000, slides 43-44) -- the gate (the operand computed by a sigmoid or
+  signal takes all [Arras2017] -- the gate (the operand computed by a sigmoid or
   softmax, the divisor, or the left factor `A` of `A @ V`) is held constant and the signal
   gets all relevance by the epsilon rule; a product with a constant passes relevance through;
 * max pooling: winner takes all (its gradient);
@@ -109,7 +109,7 @@ def _is_gate(arg: Any) -> bool:
 
 
 def _signal(node: fx.Node, target, args: tuple) -> int:
-    """Index of the operand of a product that receives all relevance (seed 000, slide 43)."""
+    """Index of the operand of a product that receives all relevance [Arras2017]."""
     if target is aten.div.Tensor:
         return 0
     dependent = [i for i in (0, 1) if _dependent(args[i])]

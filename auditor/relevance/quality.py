@@ -4,11 +4,10 @@ Pure functions on batches; each returns one value per sample (average over sampl
 batch figure). Attributions are N x C x H x W (summed over channels into an N x H x W map) or
 N x H x W maps.
 
-* `region_perturbation` / `aopc` (seed 001, slides 119-122; seed 002, "measure correlation to
-  predictor sensitivity under change of regions"; Samek et al., IEEE TNNLS 2017): remove
+* `region_perturbation` / `aopc` [Samek2017]: remove
   square regions most-relevant-first and follow the target output; AOPC is the mean drop.
-  Pixel flipping is the case `patch=1`. No clamping (not part of seed 004's metrics).
-* Seed 004, Section 4 and Appendix E (Table 2), all computed "after clamping the attributions
+  Pixel flipping is the case `patch=1`. No clamping (not part of [Han2024]'s metrics).
+* [Han2024, Section 4 and Appendix E (Table 2)], all computed "after clamping the attributions
   to [-1, 1]" (option `clamp`, default 1.0; None disables it). Clamping is applied to the
   channel-summed map, so attributions should be on the scale of that range (e.g. divided by
   their maximum absolute value) for the clamp to mean what it means in the paper:
@@ -90,7 +89,7 @@ def region_perturbation(
 def aopc(curve: torch.Tensor) -> torch.Tensor:
     """Area over the perturbation curve per sample (Samek et al. 2017, eq. 12):
     `AOPC = 1/(L+1) sum_{k=0..L} f(x^(0)) - f(x^(k))`; higher = the attribution found the
-    evidence first (seed 001 slide 121: the curve falls fast)."""
+    evidence first ([Samek2017]: the curve falls fast)."""
     return (curve[:, :1] - curve).mean(dim=1)
 
 
@@ -113,7 +112,7 @@ def fidelity(
     clamp: float | None = 1.0,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Fidelity (Bhatt et al. 2020; seed 004, Appendix E) per sample:
+    """Fidelity ([Bhatt2020]; [Han2024, Appendix E]) per sample:
     `Corr_S( sum_{i in S} phi(x)_i , F(x) - F(x[x_S = fill]) )` over `n_subsets` random sets S
     of `subset_size` pixels (all channels of a pixel; the paper: 200 pixels set to 0), with F
     the target logit and phi the clamped map. The subsets depend only on `seed` and the image
@@ -146,7 +145,7 @@ def pointing_game(
     tolerance: int = 0,
     clamp: float | None = 1.0,
 ) -> torch.Tensor:
-    """Pointing game hit per sample (Zhang et al. 2018; seed 004, eq. 24: `hits / (hits +
+    """Pointing game hit per sample ([Zhang2018]; [Han2024, eq. 24]: `hits / (hits +
     misses)` over samples): whether the maximum of the clamped map lies in the ground-truth
     mask (N x H x W bool) grown by `tolerance` pixels (a square neighbourhood; the paper uses a
     15 px margin). Ties (common after clamping) count as the fraction of tied maxima inside."""
@@ -163,7 +162,7 @@ def pointing_game(
 def attribution_localisation(
     attributions: torch.Tensor, masks: torch.Tensor, *, clamp: float | None = 1.0
 ) -> torch.Tensor:
-    """Attribution localisation per sample (Kohlbrenner et al. 2020; seed 004, eq. 25):
+    """Attribution localisation per sample ([Kohlbrenner2020]; [Han2024, eq. 25]):
     `R_in / R_tot`, the positive relevance inside the mask over the positive relevance in the
     image, on the clamped map."""
     positive = heatmaps(attributions, clamp).clamp(min=0).flatten(1)
@@ -172,7 +171,7 @@ def attribution_localisation(
 
 
 def sparseness(attributions: torch.Tensor, *, clamp: float | None = 1.0) -> torch.Tensor:
-    """Sparseness per sample (Chalasani et al. 2020; seed 004, eq. 26): the Gini index
+    """Sparseness per sample ([Chalasani2020]; [Han2024, eq. 26]): the Gini index
     `1 - 2 sum_k v_(k) / ||v||_1 * (d - k + 0.5) / d` of `v = |clamped map|` sorted ascending;
     ~1 for a one-hot map (exactly 1 - 1/d), 0 for a uniform one."""
     values = heatmaps(attributions, clamp).abs().flatten(1).sort(dim=1).values
@@ -191,7 +190,7 @@ def stability(
     clamp: float | None = 1.0,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Stability per sample (Alvarez-Melis & Jaakkola 2018; seed 004, eq. 27; lower = more
+    """Stability per sample ([AlvarezMelis2018]; [Han2024, eq. 27]; lower = more
     stable): `max_j ||phi(x) - phi(x + n_j)||_2 / ||n_j||_2` over `n_samples` Gaussian
     perturbations `n_j ~ N(0, noise_std^2)` (the paper: std 0.1), phi the clamped map of
     `explain_fn` (inputs -> attributions; bind the target in it to explain a fixed class). The

@@ -1,6 +1,5 @@
-"""LRP rules and composites (seed 003, slides "Layer-wise Relevance Propagation (LRP)" and
-"Dissecting a LRP Propagation Rule"; seed 000, slides 34-35 (beta rule) and 43-44 (signal
-takes all)).
+"""LRP rules and composites [Bach2015, Montavon2019]: the alpha-beta rule [Bach2015], the
+zB and w^2 rules [Montavon2017], signal takes all for gated products [Arras2017].
 
 A rule redistributes the relevance `R_j` of an operation's outputs onto its input. Every rule
 here is a list of terms; a term is a modified operation `g` of "leaves" `a_k` derived from the
@@ -8,7 +7,7 @@ input (the input itself, its bounds, a tensor of ones), and contributes
 
     R_x += c * sum_k a_k * (dg/da_k)^T (R / stab(g(a))),    stab(z) = z + eps * sign(z)
 
-(seed 003, "2nd view": the activation times the sensitivity of a modified layer). The sum over
+([Montavon2019]: the activation times the sensitivity of a modified layer). The sum over
 outputs is the vector-Jacobian product of `g`, so a term costs one backward of the operation
 on its own kernel. LRP-0 and epsilon use `g` = the operation; the others modify its weights
 and inputs.
@@ -32,7 +31,7 @@ Bound = float | tuple[float, ...]
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """`z + eps * sign(z)` with sign(+0) = +1 (seed 003, LRP-epsilon), in two passes."""
+    """`z + eps * sign(z)` with sign(+0) = +1 [Montavon2019, LRP-epsilon], in two passes."""
     return torch.copysign(z.new_tensor(epsilon), z).add_(z)
 
 
@@ -93,7 +92,7 @@ def propagate(
 def redistribute(op: Op, inputs: Sequence[torch.Tensor], epsilon: float) -> torch.Tensor:
     """Epsilon rule for an operation without weights (pooling, sums, affine batch norm, a
     product with its gate held constant): each input keeps its share of the output,
-    `R_x = x * J^T (R / stab(z))` (seed 003, LRP-epsilon; seed 000, slide 43)."""
+    `R_x = x * J^T (R / stab(z))` ([Montavon2019]; [Arras2017])."""
     return propagate([Term(op, tuple(inputs), tuple(range(len(inputs))))], epsilon, inputs)
 
 
@@ -142,7 +141,7 @@ def _on_input(g: Op, *leaves: torch.Tensor, coefficient: float = 1.0) -> Term:
 
 @dataclass(frozen=True, kw_only=True)
 class LRP0(Rule):
-    """LRP-0: `R_i = sum_j x_i w_ij / z_j R_j`, `z_j = sum_i x_i w_ij + b_j` (seed 003, LRP-0).
+    """LRP-0: `R_i = sum_j x_i w_ij / z_j R_j`, `z_j = sum_i x_i w_ij + b_j` [Montavon2019].
     Equals gradient x input on ReLU networks."""
 
     epsilon: float = 0.0
@@ -154,7 +153,7 @@ class LRP0(Rule):
 
 @dataclass(frozen=True, kw_only=True)
 class Epsilon(LRP0):
-    """LRP-epsilon: `R_i = sum_j x_i w_ij / (z_j + eps sign z_j) R_j` (seed 003, LRP-epsilon):
+    """LRP-epsilon: `R_i = sum_j x_i w_ij / (z_j + eps sign z_j) R_j` [Montavon2019]:
     weak and contradictory contributions are absorbed by eps."""
 
     epsilon: float = 1e-6
@@ -163,7 +162,7 @@ class Epsilon(LRP0):
 @dataclass(frozen=True, kw_only=True)
 class Gamma(Rule):
     """LRP-gamma: `R_j = sum_k a_j (w_jk + gamma w_jk^+) / sum_{0,j} a_j (w_jk + gamma w_jk^+)
-    R_k` (seed 003, "Dissecting a LRP Propagation Rule"; the sum includes the bias), for
+    R_k` ([Montavon2019]; the sum includes the bias), for
     non-negative inputs (after a ReLU): positive contributions are favoured."""
 
     gamma: float = 0.25
@@ -188,7 +187,7 @@ def _contributions(
 class AlphaBeta(Rule):
     """LRP-alpha-beta: `R_i = sum_j (alpha (x_i w_ij)^+ / sum_i' (x_i' w_i'j)^+
     - beta (x_i w_ij)^- / sum_i' (x_i' w_i'j)^-) R_j` with `alpha - beta = 1`, bias ignored
-    (seed 000, slides 34-35, with alpha = 1 + beta)."""
+    ([Bach2015], with alpha = 1 + beta)."""
 
     alpha: float = 1.0
     beta: float = 0.0
@@ -211,8 +210,8 @@ class AlphaBeta(Rule):
 
 @dataclass(frozen=True, kw_only=True)
 class ZPlus(AlphaBeta):
-    """z+ = alpha1-beta0: `R_i = sum_j (x_i w_ij)^+ / sum_i' (x_i' w_i'j)^+ R_j` (seed 000,
-    slide 34, beta = 0); relevance keeps the sign of the output relevance."""
+    """z+ = alpha1-beta0: `R_i = sum_j (x_i w_ij)^+ / sum_i' (x_i' w_i'j)^+ R_j` ([Bach2015],
+    beta = 0); relevance keeps the sign of the output relevance."""
 
     alpha: float = field(default=1.0, init=False)
     beta: float = field(default=0.0, init=False)
@@ -220,8 +219,8 @@ class ZPlus(AlphaBeta):
 
 @dataclass(frozen=True, kw_only=True)
 class ZBox(Rule):
-    """zB for a bounded input layer `low <= x <= high` (seed 003, "Box" rule of the LRP slide;
-    Montavon et al. 2017, its ref. [10]): with `z_j = sum_i x_i w_ij - l_i w_ij^+ - h_i w_ij^-`,
+    """zB for a bounded input layer `low <= x <= high` [Montavon2017]: with
+    `z_j = sum_i x_i w_ij - l_i w_ij^+ - h_i w_ij^-`,
     `R_i = sum_j (x_i w_ij - l_i w_ij^+ - h_i w_ij^-) / z_j R_j`, bias ignored. Bounds are
     scalars or one value per input channel."""
 
@@ -254,8 +253,8 @@ def _bound(value: Bound, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class WSquare(Rule):
-    """w^2: `R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j`, independent of the input (Montavon et
-    al. 2017, seed 003 ref. [10]): leaf `a = 1`, `g(a) = fn(a, w^2)`, bias ignored."""
+    """w^2: `R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j`, independent of the input [Montavon2017]:
+    leaf `a = 1`, `g(a) = fn(a, w^2)`, bias ignored."""
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.square()
@@ -277,8 +276,8 @@ class Flat(WSquare):
 @dataclass(frozen=True)
 class Composite:
     """Which rule each weighted operation gets: `input_layer` for the model's first weighted
-    operation (when set), `conv` / `dense` for the others (seed 003, "Effect of LRP Rules on
-    Explanation": rules chosen per layer). `epsilon` stabilises the weight-free operations
+    operation (when set), `conv` / `dense` for the others ([Montavon2019, Kohlbrenner2020]:
+    rules chosen per layer). `epsilon` stabilises the weight-free operations
     (pooling, sums, gated products)."""
 
     name: str

@@ -1,4 +1,4 @@
-"""Sharing Ratio Decomposition on the model graph (seed 004: Han, Kim, Kwak, ICLR 2024).
+"""Sharing Ratio Decomposition on the model graph [Han2024].
 
 SRD explains with pointwise feature vectors (PFVs, the C-vector at one position of a map) on
 pre-activation maps. Between two activation layers the network is affine; each

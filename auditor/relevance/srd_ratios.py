@@ -1,4 +1,4 @@
-"""Sharing ratios of SRD (seed 004: Han, Kim, Kwak, ICLR 2024) on whole feature maps.
+"""Sharing ratios of SRD [Han2024] on whole feature maps.
 
 A pointwise feature vector (PFV) `v_i` is the C-vector at one spatial position `i` of a map
 (N x C x H x W); every quantity here is computed for all positions at once with tensor
