@@ -1,8 +1,9 @@
-"""Probes: transforms that remove one candidate cue while keeping the object (seed 000, case C:
-grayscale removes colour, "Is color an important feature? Or still texture?"). A probe's effect
-is judged against a neutral perturbation of the same size, and by how much the top-k relevant
-channels lose their activation compared with random channel sets ("compare forward pass
-activation statistics: original vs gray-scaled images for relevant channels").
+"""Probes: transforms that remove one candidate cue while keeping the object
+([Chandrasegaran2022]: grayscale removes colour, to tell whether colour or texture is the cue).
+A probe's effect is judged against a neutral perturbation of the same size, and by how much the
+top-k relevant channels lose their activation compared with random channel sets (as
+[Chandrasegaran2022] compare the activations of the relevant channels on original and
+grey-scaled images).
 
 Every probe maps float images N x 3 x H x W in [0, 1] to images of the same shape in [0, 1]:
 
