@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from auditor.audit.passes import Condition, dropout_pass
+from auditor.audit.worker import WorkerModel
 from auditor.checks.dropout import (
     cached_logits,
     dropout_validation,
@@ -33,7 +34,7 @@ from auditor.checks.dropout import (
 )
 from auditor.config import Preprocess
 from auditor.data.images import ArrayImages
-from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution import LocalExecutor
 from auditor.model.graph import ModelGraph
 from auditor.model.zoo import SmallResNet
 from benchmarks.timing import median_seconds

@@ -19,10 +19,11 @@ import yaml
 from auditor.artefacts.embeddings import prepare
 from auditor.audit.passes import ForwardTask, layer_pass
 from auditor.audit.pipeline import build_graph
+from auditor.audit.worker import WorkerModel
 from auditor.checks.neighbours import IndexHandle, build_index, search
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, load_samples, normalize
-from auditor.execution import LocalExecutor, WorkerModel, progress
+from auditor.execution import LocalExecutor, progress
 from auditor.model.graph import ModelGraph
 from auditor.relevance import explain
 from auditor.tracking.resolve import load_model

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from auditor.audit.passes import Condition, RelevancePass, dropout_pass, relevance_pass
+from auditor.audit.worker import WorkerModel
 from auditor.checks.dose_response import dose_ks, dose_response, dose_sets
 from auditor.checks.dropout import cached_logits, head_logits
 from auditor.checks.metrics import margin_lost
 from auditor.config import Preprocess
 from auditor.data.samples import SampleSet, load_sample_set, normalize
 from auditor.demo.train import MEAN, STD
-from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution import LocalExecutor
 from auditor.model.graph import ModelGraph
 from auditor.results import DoseResponse
 

@@ -14,10 +14,11 @@ import torch
 
 from auditor.audit.passes import ForwardTask
 from auditor.audit.pipeline import run_checks
+from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig, ExecutorSettings, Preprocess
 from auditor.data.images import NpyImages
 from auditor.errors import ConfigError, SampleError
-from auditor.execution import LocalExecutor, WorkerModel, make_executor
+from auditor.execution import LocalExecutor, make_executor
 from auditor.model.graph import ModelGraph
 from auditor.model.zoo import SmallResNet
 from tests.conftest import Scenario, audit_config

@@ -21,9 +21,10 @@ from auditor.artefacts.gallery import (
 )
 from auditor.artefacts.gallery_files import GAP, manifest_dict, read_manifest, tile_size
 from auditor.audit.passes import activation_scores, relevance_pass
+from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, normalize
-from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution import LocalExecutor
 from auditor.execution.sketches import TopRows
 from auditor.model.graph import ModelGraph
 from auditor.model.receptive_field import receptive_fields

@@ -13,10 +13,11 @@ import torch
 from rich.console import Console
 
 from auditor.audit.passes import Condition, RelevancePass, dropout_pass, relevance_pass
+from auditor.audit.worker import WorkerModel
 from auditor.config import Preprocess
 from auditor.data.images import ArrayImages
 from auditor.data.samples import normalize
-from auditor.execution import BatchResult, LocalExecutor, WorkerModel, progress
+from auditor.execution import BatchResult, LocalExecutor, progress
 from auditor.execution.base import collect
 from auditor.model.graph import ModelGraph
 from auditor.model.zoo import SmallResNet

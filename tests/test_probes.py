@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from auditor.audit.passes import OcclusionTask
+from auditor.audit.worker import WorkerModel
 from auditor.checks.probes import base, transforms
 from auditor.checks.probes.base import PROBES, Probe, build_probe, check_probe_class
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary, place_probe
@@ -28,7 +29,7 @@ from auditor.checks.probes.transforms import (
 )
 from auditor.config import Preprocess, load_config
 from auditor.data.images import ArrayImages
-from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution import LocalExecutor
 from auditor.model.graph import SplitModel
 from auditor.registry import Registry
 

@@ -14,6 +14,7 @@ import torch
 
 from auditor.artefacts.embeddings import LayerEmbeddings, layer_embeddings, prepare
 from auditor.audit.passes import RelevancePass, relevance_pass
+from auditor.audit.worker import WorkerModel
 from auditor.checks.neighbours import build_index
 from auditor.checks.subclasses import (
     ClusterStats,
@@ -26,7 +27,7 @@ from auditor.checks.subclasses import (
 from auditor.config import AuditConfig, SubclassThresholds
 from auditor.data.samples import SampleSet, load_samples
 from auditor.demo.scenario import make_counterfeit_data
-from auditor.execution import LocalExecutor, WorkerModel
+from auditor.execution import LocalExecutor
 from auditor.execution.sketches import TopRows
 from auditor.model.graph import ModelGraph
 from auditor.tracking.resolve import load_model

@@ -21,10 +21,11 @@ from typing import Literal
 import numpy as np
 
 from auditor.audit.passes import ForwardTask, RelevancePass, layer_pass
+from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet
 from auditor.errors import SampleError
-from auditor.execution import Executor, WorkerModel
+from auditor.execution import Executor
 from auditor.model.graph import ModelGraph
 from auditor.results import ArtefactRef
 

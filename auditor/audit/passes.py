@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from auditor.audit.worker import WorkerModel
 from auditor.checks.metrics import margin_lost
 from auditor.checks.probes.base import Probe
 from auditor.checks.probes.neutral import change_norms, neutral_perturbation
 from auditor.checks.probes.occlusion import PatchOcclusion
 from auditor.data.images import ImageSource
-from auditor.execution import Executor, WorkerModel
+from auditor.execution import Executor
 from auditor.execution.base import BatchResult, Outputs, collect
 from auditor.execution.sketches import TopRows
 from auditor.relevance import channel_scores

@@ -27,6 +27,7 @@ from auditor.audit.passes import Condition, dropout_pass, relevance_pass
 from auditor.audit.post_audit import after_audit, on_audit_failed
 from auditor.audit.report import staged_report
 from auditor.audit.stages import analyse_class, class_channels, occlusion_scan, run_probe
+from auditor.audit.worker import WorkerModel
 from auditor.checks.dose_response import dose_ks, dose_response, dose_sets
 from auditor.checks.dropout import (
     dropout_conditions,
@@ -41,7 +42,7 @@ from auditor.checks.subclasses import subclass_check
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, load_samples, normalize
 from auditor.errors import AuditorError, ConfigError, SampleError
-from auditor.execution import Executor, WorkerModel, make_executor
+from auditor.execution import Executor, make_executor
 from auditor.model.graph import ModelGraph, SplitModel
 from auditor.results import AuditResult, ChannelTable, DriftReport
 from auditor.store import AuditStore

@@ -23,6 +23,7 @@ from auditor.audit.passes import (
     RelevancePass,
     layer_pass,
 )
+from auditor.audit.worker import WorkerModel
 from auditor.checks.dropout import (
     LogitsOf,
     dropout_conditions,
@@ -36,7 +37,7 @@ from auditor.checks.probes.effect import relative_drop
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet
-from auditor.execution import Executor, WorkerModel
+from auditor.execution import Executor
 from auditor.results import (
     ChannelTable,
     ClassAnalysis,

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from auditor.config import ExecutorSettings
-from auditor.execution.base import BatchResult, Executor, PassTask, WorkerModel
+from auditor.execution.base import BatchResult, Executor, PassTask
 from auditor.execution.local import LocalExecutor
 
-__all__ = ["BatchResult", "Executor", "LocalExecutor", "PassTask", "WorkerModel", "make_executor"]
+__all__ = ["BatchResult", "Executor", "LocalExecutor", "PassTask", "make_executor"]
 
 
 def make_executor(settings: ExecutorSettings) -> Executor:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from auditor.data.images import ImageSource
-from auditor.execution.base import BatchResult, Executor, PassTask, WorkerModel
+from auditor.execution.base import BatchResult, Executor, M, PassTask
 
 
 class LocalExecutor(Executor):
     def _map(
-        self, task: PassTask, model: WorkerModel, images: ImageSource, batch_size: int
+        self, task: PassTask[M], model: M, images: ImageSource, batch_size: int
     ) -> Iterator[BatchResult]:
         for rows, batch in images.batches(batch_size):
             yield BatchResult(rows, task(model, batch, rows))

@@ -24,7 +24,7 @@ from auditor import errors
 from auditor.config import ExecutorSettings
 from auditor.data.images import ImageSource
 from auditor.errors import AuditorError, ConfigError
-from auditor.execution.base import BatchResult, Executor, PassTask, WorkerModel
+from auditor.execution.base import BatchResult, Executor, M, PassTask
 
 ROW = "__row__"
 
@@ -33,7 +33,7 @@ class _Worker:
     """A Ray actor's state: the model (moved to the GPU when the actor has one), the pass and
     the images it reads from."""
 
-    def __init__(self, model: WorkerModel, task: PassTask, images: ImageSource, batch_size: int):
+    def __init__(self, model: M, task: PassTask[M], images: ImageSource, batch_size: int):
         import ray
         import torch
 
@@ -95,7 +95,7 @@ class RayExecutor(Executor):
             ) from err
 
     def _map(
-        self, task: PassTask, model: WorkerModel, images: ImageSource, batch_size: int
+        self, task: PassTask[M], model: M, images: ImageSource, batch_size: int
     ) -> Iterator[BatchResult]:
         import ray.data
 
