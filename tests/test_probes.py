@@ -17,6 +17,7 @@ from auditor.audit.passes import OcclusionTask
 from auditor.audit.worker import WorkerModel
 from auditor.checks.probes import base, transforms
 from auditor.checks.probes.base import PROBES, Probe, build_probe, check_probe_class
+from auditor.checks.probes.neutral import change_norms, neutral_perturbation
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary, place_probe
 from auditor.checks.probes.transforms import (
     Blur,
@@ -337,3 +338,32 @@ def test_config_names_unknown_probes_and_the_known_ones(tmp_path, probes_yaml, m
 
     with pytest.raises(ConfigError, match=message):
         load_config(_write_config(tmp_path, probes_yaml + "\n"))
+
+
+def _near_the_box_bounds(seed: int) -> torch.Tensor:
+    """Images whose pixels sit within 0.05 of 0 or of 1 (dark and saturated regions)."""
+    generator = torch.Generator().manual_seed(seed)
+    near = 0.05 * torch.rand((4, 3, 16, 16), generator=generator)
+    high = torch.rand((4, 3, 16, 16), generator=generator) > 0.5
+    return torch.where(high, 1.0 - near, near)
+
+
+def test_neutral_twin_changes_each_image_as_much_as_the_probe_within_the_box():
+    """Near 0 and 1 clipping would cut the noise short; the twin still moves each image by the
+    probe's L2 norm, and stays in [0, 1]."""
+    images = _near_the_box_bounds(0)
+    probed = grayscale(images)
+    size = change_norms(images, probed)
+    twin = neutral_perturbation(images, size, seed=3)
+    assert twin.min() >= 0.0 and twin.max() <= 1.0
+    torch.testing.assert_close(change_norms(images, twin), size, rtol=1e-3, atol=0.0)
+    assert torch.equal(neutral_perturbation(images, size, seed=3), twin)
+
+
+def test_neutral_twin_stops_at_the_box_corner_when_the_norm_is_out_of_reach():
+    """A size beyond the farthest point of [0, 1] along the noise signs: every pixel at its
+    bound (0 or 1), the largest change the box allows."""
+    images = _near_the_box_bounds(1)
+    twin = neutral_perturbation(images, torch.full((4,), 1e3), seed=0)
+    assert set(twin.unique().tolist()) <= {0.0, 1.0}
+    assert (change_norms(images, twin) < 1e3).all()
