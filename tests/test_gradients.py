@@ -9,7 +9,7 @@ from torch import nn
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
 from auditor.model.zoo import SmallResNet, SmallVGG
-from auditor.relevance.base import METHODS
+from auditor.relevance.base import RELEVANCE_METHODS
 from auditor.relevance.gradients import (
     GradCam,
     GradientXInput,
@@ -65,45 +65,51 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def test_cases_cover_every_method_of_the_module():
     names = {name for name, _ in CASES}
-    ours = {n for n, cls in METHODS.items() if cls.__module__ == "auditor.relevance.gradients"}
+    ours = {
+        n for n, cls in RELEVANCE_METHODS.items() if cls.__module__ == "auditor.relevance.gradients"
+    }
     assert names == ours
 
 
 @pytest.mark.parametrize("model", ["resnet", "vgg"])
 @pytest.mark.parametrize(("name", "options"), CASES)
 def test_shape_batch_invariance_and_determinism(graphs, images, model, name, options):
-    method = METHODS[name](graphs[model], **options)
+    method = RELEVANCE_METHODS.get(name)(graphs[model], **options)
     batch = method.attribute(images)
     assert batch.shape == images.shape
     assert torch.isfinite(batch).all() and batch.abs().sum() > 0
     for i in (0, 5):
         assert _close(method.attribute(images[i : i + 1]), batch[i : i + 1])
-    again = METHODS[name](graphs[model], **options).attribute(images)
+    again = RELEVANCE_METHODS.get(name)(graphs[model], **options).attribute(images)
     assert torch.equal(again, batch)
     if name in STOCHASTIC:
-        other = METHODS[name](graphs[model], **{**options, "seed": 1}).attribute(images[:2])
+        other = RELEVANCE_METHODS.get(name)(graphs[model], **{**options, "seed": 1}).attribute(
+            images[:2]
+        )
         assert not torch.equal(other, batch[:2])
 
 
 @pytest.mark.parametrize("model", ["resnet", "vgg"])
 @pytest.mark.parametrize(
-    ("name", "options"), [(n, o) for n, o in CASES if METHODS[n].supports_layer]
+    ("name", "options"), [(n, o) for n, o in CASES if RELEVANCE_METHODS.get(n).supports_layer]
 )
 def test_layer_relevance_has_the_layer_shape(graphs, images, model, name, options):
     layer = LAYERS[model]
     activation = graphs[model].split(layer).trunk(images)
-    method = METHODS[name](graphs[model], **options)
+    method = RELEVANCE_METHODS.get(name)(graphs[model], **options)
     batch = method.attribute(images, layer=layer)
     assert batch.shape == activation.shape
     assert _close(method.attribute(images[3:4], layer=layer), batch[3:4])
 
 
 @pytest.mark.parametrize(
-    ("name", "options"), [(n, o) for n, o in CASES if not METHODS[n].supports_layer]
+    ("name", "options"), [(n, o) for n, o in CASES if not RELEVANCE_METHODS.get(n).supports_layer]
 )
 def test_input_only_methods_refuse_a_layer(graphs, images, name, options):
     with pytest.raises(RelevanceError, match="explains the input only"):
-        METHODS[name](graphs["vgg"], **options).attribute(images[:1], layer="features.2")
+        RELEVANCE_METHODS.get(name)(graphs["vgg"], **options).attribute(
+            images[:1], layer="features.2"
+        )
 
 
 def _input_gradient(graph: ModelGraph, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

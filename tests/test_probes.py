@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +31,8 @@ from auditor.config import Preprocess, load_config
 from auditor.data.images import ArrayImages
 from auditor.execution import LocalExecutor
 from auditor.model.graph import SplitModel
-from auditor.registry import Registry
+
+from .plugins import fresh_registry, install_plugin
 
 torch.set_num_threads(1)
 SIZE = 32
@@ -205,11 +205,7 @@ def test_builtin_probes_are_registered_and_built_from_config_entries():
 @pytest.fixture
 def registry(monkeypatch):
     """The probe registry, restored after the test: a fresh `PROBES` with the built-ins."""
-    fresh: Registry = Registry(PROBES.what, PROBES.group, check_probe_class)
-    for name, cls in PROBES.items():
-        fresh.add(name, cls)  # plug-ins of the fresh registry are discovered on first lookup
-    monkeypatch.setattr(base, "PROBES", fresh)
-    return fresh
+    return fresh_registry(monkeypatch, base, "PROBES", check_probe_class)
 
 
 def test_a_team_registers_its_own_probe(registry):
@@ -256,32 +252,30 @@ def test_probes_of_installed_distributions_are_discovered(registry, tmp_path, mo
     """A distribution on the path declares a probe in the `relevance_auditor.probes` entry
     point group; it is found by name without being imported first. A broken plug-in is skipped
     with a warning."""
-    (tmp_path / "team_probes.py").write_text(
-        textwrap.dedent(
-            """
-            from dataclasses import dataclass
-            from auditor.checks.probes.base import Probe
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        "team_probes",
+        """
+        from dataclasses import dataclass
+        from auditor.checks.probes.base import Probe
 
-            @dataclass(frozen=True)
-            class Posterize(Probe):
-                name = "posterize"
-                description = "remove fine intensity steps"
-                levels: int = 4
+        @dataclass(frozen=True)
+        class Posterize(Probe):
+            name = "posterize"
+            description = "remove fine intensity steps"
+            levels: int = 4
 
-                def __call__(self, images, rng=None):
-                    return (images * (self.levels - 1)).round() / (self.levels - 1)
-            """
-        )
+            def __call__(self, images, rng=None):
+                return (images * (self.levels - 1)).round() / (self.levels - 1)
+        """,
+        {
+            "relevance_auditor.probes": {
+                "posterize": "team_probes:Posterize",
+                "broken": "team_probes_missing:Nothing",
+            }
+        },
     )
-    dist = tmp_path / "team_probes-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: team-probes\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[relevance_auditor.probes]\n"
-        "posterize = team_probes:Posterize\n"
-        "broken = team_probes_missing:Nothing\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
     assert "team_probes" not in sys.modules
 
     with caplog.at_level(logging.WARNING, logger="auditor.registry"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from auditor import relevance
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
 from auditor.relevance import (
@@ -17,6 +18,9 @@ from auditor.relevance import (
     explain,
     methods,
 )
+from auditor.relevance.base import check_method_class
+
+from .plugins import fresh_registry, install_plugin
 
 torch.set_num_threads(1)
 
@@ -140,6 +144,34 @@ def test_channel_scores_hand_computed():
     assert torch.allclose(channel_scores(relevance), torch.tensor([[0.25, 0.5]]))
     assert torch.allclose(channel_scores(relevance, normalize=False), torch.tensor([[0.0, 2.0]]))
     assert torch.allclose(channel_scores(torch.tensor([[3.0, -1.0]])), torch.tensor([[0.75, 0.0]]))
+
+
+def test_a_plugin_method_is_used_by_explain(monkeypatch, tmp_path, graph, inputs):
+    """A distribution declaring a method in `relevance_auditor.relevance_methods` is known to
+    `explain` and `methods()` by its entry point name, without an import."""
+    fresh_registry(monkeypatch, relevance, "RELEVANCE_METHODS", check_method_class)
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        "team_methods",
+        """
+        from auditor.relevance.base import RelevanceMethod
+
+        class InputTimesOne(RelevanceMethod):
+            name = "input_times_one"
+            description = "the input itself"
+            supports_layer = False
+
+            def attribute(self, inputs, target=None, layer=None):
+                return inputs.clone()
+        """,
+        {"relevance_auditor.relevance_methods": {"input_times_one": "team_methods:InputTimesOne"}},
+    )
+    x = inputs[:2]
+    assert torch.equal(explain(graph, x, method="input_times_one"), x.sum(dim=1))
+    assert methods()["input_times_one"] == "the input itself"
+    with pytest.raises(RelevanceError, match="explains the input only"):
+        explain(graph, x, method="input_times_one", layer="block1")
 
 
 def test_unknown_method_and_unknown_layer_are_reported(graph, inputs):

@@ -12,7 +12,7 @@ from torch import nn
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
 from auditor.model.zoo import SmallResNet, SmallVGG
-from auditor.relevance.base import METHODS
+from auditor.relevance.base import RELEVANCE_METHODS
 from auditor.relevance.srd import SRD
 from auditor.relevance.srd_ratios import Window, bias_backward, bias_forward, pfv_relevance
 
@@ -287,7 +287,7 @@ def test_target_selects_the_explained_class():
 
 
 def test_registered_as_srd():
-    assert METHODS["srd"] is SRD
+    assert RELEVANCE_METHODS.get("srd") is SRD
     assert SRD.supports_layer
 
 

@@ -6,13 +6,13 @@ The stable entry points other tools call:
 * `channel_relevance(model, inputs, layer=...)`: N x C per-channel scores [Chandrasegaran2022];
 * `methods()`: the registered method names with a one-line description each.
 
-Every method is a `RelevanceMethod` class registered in `base.METHODS` by its own module;
-the modules listed in `_METHOD_MODULES` are imported here so that their methods are known.
+Every method is a `RelevanceMethod` class in `base.RELEVANCE_METHODS`: the built-ins register
+by decorator in their modules (imported here), plug-ins by entry point in the group
+`relevance_auditor.relevance_methods` (README, "Extending the auditor").
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -20,7 +20,8 @@ from torch import nn
 
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
-from auditor.relevance.base import METHODS, RelevanceMethod
+from auditor.relevance import gradients, srd  # noqa: F401 -- their built-in methods register
+from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.channels import channel_scores
 from auditor.relevance.lrp import LRP
 from auditor.relevance.rules import Composite, composite, composites
@@ -37,19 +38,10 @@ __all__ = [
     "methods",
 ]
 
-#: modules whose import registers relevance methods; adding a method module is one line here
-_METHOD_MODULES = [
-    "auditor.relevance.lrp",
-    "auditor.relevance.gradients",
-    "auditor.relevance.srd",
-]
-for _module in _METHOD_MODULES:
-    importlib.import_module(_module)
-
 
 def methods() -> dict[str, str]:
     """Method names with a one-line description each."""
-    return {name: cls.description for name, cls in sorted(METHODS.items())}
+    return {name: cls.description for name, cls in RELEVANCE_METHODS.items()}
 
 
 def _graph(model: ModelGraph | nn.Module, inputs: torch.Tensor) -> ModelGraph:
@@ -61,11 +53,12 @@ def _graph(model: ModelGraph | nn.Module, inputs: torch.Tensor) -> ModelGraph:
 def _method(
     name: str, graph: ModelGraph, layer: str | None, options: dict[str, Any]
 ) -> RelevanceMethod:
-    if name not in METHODS:
+    if name not in RELEVANCE_METHODS:
         raise RelevanceError(
-            f"unknown relevance method '{name}'", f"use one of: {', '.join(sorted(METHODS))}"
+            f"unknown relevance method '{name}'",
+            f"use one of: {', '.join(RELEVANCE_METHODS.names())}",
         )
-    cls = METHODS[name]
+    cls = RELEVANCE_METHODS.get(name)
     if layer is not None and not cls.supports_layer:
         raise RelevanceError(
             f"relevance method '{name}' explains the input only, not layer '{layer}'",

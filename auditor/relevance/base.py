@@ -1,4 +1,5 @@
-"""The one interface every relevance method implements, and the registry `explain` dispatches on.
+"""The one interface every relevance method implements, and the `RELEVANCE_METHODS` registry
+`explain` dispatches on (built-ins by decorator, plug-ins by entry point).
 
 Captum-style: one class per method, constructed on a model graph with the method's options,
 with one entry point `attribute(inputs, target, layer)` returning relevance of the same shape
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from auditor.model.graph import ModelGraph
+from auditor.registry import Registry
 
 
 class RelevanceMethod(ABC):
@@ -35,12 +37,22 @@ class RelevanceMethod(ABC):
         means predicted class): N x C x H x W at the input, or the shape of `layer`'s output."""
 
 
-METHODS: dict[str, type[RelevanceMethod]] = {}
+def check_method_class(name: str, cls: type[RelevanceMethod]) -> None:
+    """The `RELEVANCE_METHODS` validity check: a `RelevanceMethod` subclass named `name`, with
+    a description."""
+    if not (isinstance(cls, type) and issubclass(cls, RelevanceMethod)):
+        raise TypeError(f"{cls!r} is not a RelevanceMethod subclass")
+    for attribute in ("name", "description"):
+        if not isinstance(getattr(cls, attribute, None), str):
+            raise TypeError(
+                f"relevance method class {cls.__qualname__} needs a class attribute '{attribute}'"
+            )
+    if cls.name != name:
+        raise TypeError(
+            f"relevance method class {cls.__qualname__} is named '{cls.name}', not '{name}'"
+        )
 
 
-def register(cls: type[RelevanceMethod]) -> type[RelevanceMethod]:
-    """Class decorator: make a method available to `explain` under `cls.name`."""
-    if cls.name in METHODS:
-        raise ValueError(f"relevance method '{cls.name}' registered twice")
-    METHODS[cls.name] = cls
-    return cls
+RELEVANCE_METHODS: Registry[type[RelevanceMethod]] = Registry(
+    "relevance method", "relevance_auditor.relevance_methods", check_method_class
+)

@@ -76,7 +76,7 @@ from torch import fx, nn
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
 from auditor.model.ops import RELU_OPS
-from auditor.relevance.base import RelevanceMethod, register
+from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 
 
 def resolve_target(logits: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
@@ -290,7 +290,7 @@ class _Gradient(CaptumMethod):
         return {"abs": False} if layer is None else {}
 
 
-@register
+@RELEVANCE_METHODS.register("saliency")
 class SquaredGradient(_Gradient):
     """Sensitivity `(df/dx_d)^2` [Simonyan2014]."""
 
@@ -305,7 +305,7 @@ class SquaredGradient(_Gradient):
         return attributions.square()
 
 
-@register
+@RELEVANCE_METHODS.register("guided_backprop")
 class GuidedBackprop(_Gradient):
     """Guided backprop [Springenberg2015] on a copy of the graph with guided ReLUs."""
 
@@ -320,7 +320,7 @@ class GuidedBackprop(_Gradient):
         return self._guided
 
 
-@register
+@RELEVANCE_METHODS.register("gradient_x_input")
 class GradientXInput(CaptumMethod):
     """`x * df/dx` [Shrikumar2016]; at a layer `u * df/du`."""
 
@@ -334,7 +334,7 @@ class GradientXInput(CaptumMethod):
         return LayerGradientXActivation(forward, layer)
 
 
-@register
+@RELEVANCE_METHODS.register("integrated_gradients")
 class IntegratedGradientsMethod(CaptumMethod):
     """Integrated gradients [Sundararajan2017], Gauss-Legendre quadrature with `steps` nodes."""
 
@@ -364,7 +364,7 @@ SMOOTHGRAD_BASES = {"saliency": SquaredGradient, "gradient_x_input": GradientXIn
                     "integrated_gradients": IntegratedGradientsMethod}  # fmt: skip
 
 
-@register
+@RELEVANCE_METHODS.register("smoothgrad")
 class SmoothGrad(CaptumMethod):
     """SmoothGrad [Smilkov2017] of a base method; options other than its own go to the
     base (e.g. `steps`, `baseline` for integrated gradients)."""
@@ -436,7 +436,7 @@ class _Cam(CaptumMethod):
         return (upsampled / inputs.shape[1]).expand_as(inputs).contiguous()
 
 
-@register
+@RELEVANCE_METHODS.register("grad_cam")
 class GradCam(_Cam):
     """Grad-CAM [Selvaraju2017] through Captum `LayerGradCam`."""
 
@@ -445,7 +445,7 @@ class GradCam(_Cam):
     captum_class = LayerGradCam
 
 
-@register
+@RELEVANCE_METHODS.register("layer_cam")
 class LayerCamMethod(_Cam):
     """Layer-CAM (Jiang et al. 2021): activations weighted by their positive gradients."""
 
@@ -454,7 +454,7 @@ class LayerCamMethod(_Cam):
     captum_class = LayerCam
 
 
-@register
+@RELEVANCE_METHODS.register("occlusion")
 class OcclusionMethod(CaptumMethod):
     """Occlusion [Zeiler2014] with `patch` x `patch` windows moved by `stride`."""
 
@@ -503,7 +503,7 @@ class _PatchFeatures(CaptumMethod):
         }
 
 
-@register
+@RELEVANCE_METHODS.register("shapley_sampling")
 class ShapleySampling(_PatchFeatures):
     """Shapley values of patches estimated from `n_samples` random feature orders."""
 
@@ -513,7 +513,7 @@ class ShapleySampling(_PatchFeatures):
     captum_class = ShapleyValueSampling
 
 
-@register
+@RELEVANCE_METHODS.register("kernel_shap")
 class KernelShapMethod(_PatchFeatures):
     """Kernel SHAP: a Shapley-kernel weighted linear fit on `n_samples` patch coalitions."""
 
@@ -523,7 +523,7 @@ class KernelShapMethod(_PatchFeatures):
     captum_class = KernelShap
 
 
-@register
+@RELEVANCE_METHODS.register("lime")
 class LimeMethod(_PatchFeatures):
     """LIME [Ribeiro2016, Algorithm 1]: a linear surrogate fit on `n_samples` random patch subsets,
     weighted by their similarity to the input (Captum's exponential cosine kernel). With

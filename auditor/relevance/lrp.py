@@ -46,7 +46,7 @@ from auditor.model.ops import (
     SUM_OPS,
     WEIGHTED_OPS,
 )
-from auditor.relevance.base import RelevanceMethod, register
+from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.rules import Bound, Composite, pass_relevance, redistribute
 from auditor.relevance.rules import composite as build_composite
 
@@ -256,7 +256,7 @@ class LRP:
         return result
 
 
-@register
+@RELEVANCE_METHODS.register("lrp")
 class LRPMethod(RelevanceMethod):
     """LRP as a registered relevance method. At a layer, the trunk below it runs once without
     gradients and without the interpreter; only the head above it propagates relevance."""

@@ -50,7 +50,7 @@ from torch import fx
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph, fold_batchnorm
 from auditor.model.ops import ACTIVATION_OPS, BIAS_FREE_LINEAR_OPS, CONV_OPS, HEAD_START_OPS
-from auditor.relevance.base import RelevanceMethod, register
+from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.srd_ratios import (
     POINTWISE,
     Window,
@@ -236,7 +236,7 @@ def _targets(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     return torch.where(target >= 0, target, predicted)
 
 
-@register
+@RELEVANCE_METHODS.register("srd")
 class SRD(RelevanceMethod):
     """Sharing Ratio Decomposition (backward form, eq. 7-9; forward form, eq. 1-3).
 
