@@ -83,11 +83,24 @@ class Preprocess(_Strict):
         return std
 
 
+def _lrp_composite(name: str) -> str:
+    # imported on use: the LRP rules pull in torch, the config alone does not
+    from auditor.relevance.rules import COMPOSITES
+
+    COMPOSITES.get(name)  # unknown name: UnknownExtensionError (a ValueError) naming the known
+    return name
+
+
+LrpComposite = Annotated[str, AfterValidator(_lrp_composite)]
+
+
 class RelevanceSettings(_Strict):
     """Per-channel relevance at the audited layer [Chandrasegaran2022]."""
 
     method: Literal["lrp"] = "lrp"
-    composite: Literal["epsilon_plus", "epsilon"] = "epsilon_plus"
+    composite: LrpComposite = Field(
+        default="epsilon_plus", description="any registered LRP composite (built-in or plug-in)"
+    )
     epsilon: float = Field(default=1e-6, gt=0)
     target: Literal["predicted", "label"] = Field(
         default="predicted", description="class explained: predicted class, or the label where known"

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from auditor.errors import RelevanceError
+from auditor.config import load_config
+from auditor.errors import ConfigError, RelevanceError
 from auditor.model.graph import ModelGraph
-from auditor.relevance import LRP, Composite, composite, composites
+from auditor.relevance import LRP, Composite, composite, composites, explain
+from auditor.relevance import rules as rule_library
 from auditor.relevance.rules import (
     LRP0,
     AlphaBeta,
@@ -24,6 +26,8 @@ from auditor.relevance.rules import (
     ZPlus,
     stabilize,
 )
+
+from .plugins import fresh_registry, install_plugin
 
 torch.set_num_threads(1)
 DTYPE = torch.float64
@@ -398,3 +402,40 @@ def test_unsupported_operation_is_named_in_the_error():
 def test_unknown_composite_lists_the_known_ones():
     with pytest.raises(RelevanceError, match="epsilon_gamma_box"):
         composite("gamma_everywhere")
+
+
+def test_a_plugin_composite_serves_explain_and_the_config(monkeypatch, tmp_path, net):
+    """A distribution declaring a composite in `relevance_auditor.composites` is built by
+    `composite`, used by `explain(method="lrp")` and accepted by the audit config."""
+    fresh_registry(monkeypatch, rule_library, "COMPOSITES", rule_library.check_composite_builder)
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        "team_composites",
+        """
+        from auditor.relevance.rules import Composite, Epsilon, Gamma, RuleParams
+
+        def gamma_everywhere(p: RuleParams) -> Composite:
+            '''gamma on every convolution, epsilon on dense layers'''
+            return Composite(
+                "gamma_everywhere", Gamma(gamma=p.gamma, epsilon=p.epsilon),
+                Epsilon(epsilon=p.epsilon), p.epsilon,
+            )
+        """,
+        {"relevance_auditor.composites": {"gamma_everywhere": "team_composites:gamma_everywhere"}},
+    )
+    model, graph, x = net
+    built = composite("gamma_everywhere", 1e-9, gamma=0.5)
+    assert built.conv == Gamma(gamma=0.5, epsilon=1e-9)
+    assert composites()["gamma_everywhere"] == "gamma on every convolution, epsilon on dense layers"
+    heatmap = explain(graph, x, method="lrp", composite="gamma_everywhere", epsilon=1e-9, gamma=0.5)
+    assert torch.allclose(heatmap, _explain(graph, built, x).sum(dim=1))
+    assert torch.allclose(heatmap.sum(dim=(1, 2)), model(x).max(dim=1).values, rtol=1e-3)
+
+    path = tmp_path / "audit.yaml"
+    base = "model: {uri: m}\nsamples: [{name: p, uri: p}]\n"
+    path.write_text(base + "relevance: {composite: gamma_everywhere}\n")
+    assert load_config(path).relevance.composite == "gamma_everywhere"
+    path.write_text(base + "relevance: {composite: gamma_nowhere}\n")
+    with pytest.raises(ConfigError, match="unknown LRP composite 'gamma_nowhere'; known: alpha1"):
+        load_config(path)

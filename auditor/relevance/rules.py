@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 from auditor.errors import RelevanceError
+from auditor.registry import Registry
 
 Op = Callable[..., torch.Tensor]
 WeightedOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -303,17 +304,39 @@ class RuleParams:
     std: Bound = 1.0
 
 
+def check_composite_builder(name: str, build: Callable[[RuleParams], Composite]) -> None:
+    """The `COMPOSITES` validity check: a function of `RuleParams` returning the `Composite`,
+    whose docstring's first line describes it."""
+    if not callable(build):
+        raise TypeError(f"LRP composite '{name}': {build!r} is not callable")
+    if not (build.__doc__ or "").strip():
+        raise TypeError(f"LRP composite '{name}' needs a docstring (its first line describes it)")
+
+
+#: composite builders by name: built-ins below, plug-ins in the entry point group
+#: `relevance_auditor.composites` (README, "Extending the auditor")
+COMPOSITES: Registry[Callable[[RuleParams], Composite]] = Registry(
+    "LRP composite", "relevance_auditor.composites", check_composite_builder
+)
+
+
+@COMPOSITES.register("epsilon")
 def _epsilon(p: RuleParams) -> Composite:
+    """LRP-epsilon on every layer"""
     return Composite("epsilon", Epsilon(epsilon=p.epsilon), Epsilon(epsilon=p.epsilon), p.epsilon)
 
 
+@COMPOSITES.register("epsilon_plus")
 def _epsilon_plus(p: RuleParams) -> Composite:
+    """z+ on convolutions, epsilon on dense layers"""
     return Composite(
         "epsilon_plus", ZPlus(epsilon=p.epsilon), Epsilon(epsilon=p.epsilon), p.epsilon
     )
 
 
+@COMPOSITES.register("epsilon_gamma_box")
 def _epsilon_gamma_box(p: RuleParams) -> Composite:
+    """zB on the input layer, gamma on other convolutions, epsilon on dense layers"""
     return Composite(
         "epsilon_gamma_box",
         Gamma(gamma=p.gamma, epsilon=p.epsilon),
@@ -323,7 +346,9 @@ def _epsilon_gamma_box(p: RuleParams) -> Composite:
     )
 
 
+@COMPOSITES.register("epsilon_plus_flat")
 def _epsilon_plus_flat(p: RuleParams) -> Composite:
+    """flat on the input layer, z+ on other convolutions, epsilon on dense layers"""
     return Composite(
         "epsilon_plus_flat",
         ZPlus(epsilon=p.epsilon),
@@ -333,28 +358,15 @@ def _epsilon_plus_flat(p: RuleParams) -> Composite:
     )
 
 
+@COMPOSITES.register("alpha1beta0")
 def _alpha1beta0(p: RuleParams) -> Composite:
+    """alpha1-beta0 (z+) on every convolution and dense layer"""
     return Composite("alpha1beta0", ZPlus(epsilon=p.epsilon), ZPlus(epsilon=p.epsilon), p.epsilon)
 
 
-COMPOSITES: dict[str, tuple[str, Callable[[RuleParams], Composite]]] = {
-    "epsilon": ("LRP-epsilon on every layer", _epsilon),
-    "epsilon_plus": ("z+ on convolutions, epsilon on dense layers", _epsilon_plus),
-    "epsilon_gamma_box": (
-        "zB on the input layer, gamma on other convolutions, epsilon on dense layers",
-        _epsilon_gamma_box,
-    ),
-    "epsilon_plus_flat": (
-        "flat on the input layer, z+ on other convolutions, epsilon on dense layers",
-        _epsilon_plus_flat,
-    ),
-    "alpha1beta0": ("alpha1-beta0 (z+) on every convolution and dense layer", _alpha1beta0),
-}
-
-
 def composites() -> dict[str, str]:
-    """Composite names with a one-line description each."""
-    return {name: description for name, (description, _) in COMPOSITES.items()}
+    """Composite names with a one-line description each (its builder's docstring)."""
+    return {name: build.__doc__.strip().splitlines()[0] for name, build in COMPOSITES.items()}
 
 
 def composite(
@@ -363,6 +375,7 @@ def composite(
     """The composite `name` (see `composites()`) built with the given rule parameters."""
     if name not in COMPOSITES:
         raise RelevanceError(
-            f"unknown LRP composite '{name}'", f"use one of: {', '.join(COMPOSITES)}"
+            f"unknown LRP composite '{name}'", f"use one of: {', '.join(COMPOSITES.names())}"
         )
-    return COMPOSITES[name][1](RuleParams(epsilon=epsilon, gamma=gamma, mean=mean, std=std))
+    build = COMPOSITES.get(name)
+    return build(RuleParams(epsilon=epsilon, gamma=gamma, mean=mean, std=std))
