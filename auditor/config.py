@@ -7,7 +7,6 @@ give the same findings.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from auditor.alerts.sinks import AlertSink
 from auditor.errors import ConfigError
 from auditor.results import Severity
 
@@ -45,7 +45,9 @@ class _Strict(BaseModel):
 class ModelSource(_Strict):
     """Which model to audit and where to look inside it."""
 
-    uri: str = Field(description="models:/name@alias, models:/name/3, runs:/ID/path or a local path")
+    uri: str = Field(
+        description="models:/name@alias, models:/name/3, runs:/ID/path or a local path"
+    )
     layer: str | None = Field(
         default=None,
         description="module path of the audited layer (e.g. layer4); default: last conv block output",
@@ -103,7 +105,8 @@ class RelevanceSettings(_Strict):
     )
     epsilon: float = Field(default=1e-6, gt=0)
     target: Literal["predicted", "label"] = Field(
-        default="predicted", description="class explained: predicted class, or the label where known"
+        default="predicted",
+        description="class explained: predicted class, or the label where known",
     )
 
 
@@ -232,54 +235,6 @@ class DriftSettings(_Strict):
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
 
 
-def _env_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(
-            "must be the name of an environment variable that holds the secret, "
-            "never the secret itself"
-        )
-    return name
-
-
-EnvName = Annotated[str, AfterValidator(_env_name)]
-
-
-class _Sink(_Strict):
-    name: str = Field(min_length=1)
-
-
-class LogSink(_Sink):
-    """Alerts as WARNING records of the `auditor.alerts` logger."""
-
-    type: Literal["log"]
-
-
-class WebhookSink(_Sink):
-    """Alerts POSTed as JSON (`webhook`) or as a Slack-compatible `{"text": ...}` (`slack`)
-    to the URL held by the environment variable `url_env`."""
-
-    type: Literal["webhook", "slack"]
-    url_env: EnvName
-    timeout_s: float = Field(default=10, gt=0)
-
-
-class SmtpSink(_Sink):
-    """Alerts as e-mail; the password comes from the environment variable `password_env`."""
-
-    type: Literal["smtp"]
-    host: str
-    port: int = Field(default=587, ge=1, le=65535)
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    username: str | None = None
-    password_env: EnvName | None = None
-    sender: str
-    recipients: list[str] = Field(min_length=1)
-    timeout_s: float = Field(default=10, gt=0)
-
-
-AlertSink = Annotated[LogSink | WebhookSink | SmtpSink, Field(discriminator="type")]
-
-
 class AlertRule(_Strict):
     """When to alert: explanation drift, a finding at or above `min_severity` (only one
     absent from the model's previous audit when `new_only`), or a failed audit."""
@@ -298,7 +253,9 @@ class AlertSettings(_Strict):
     the same sink within the cooldown is stored as suppressed instead of sent."""
 
     cooldown_s: float = Field(default=86400, ge=0)
-    sinks: list[AlertSink] = Field(default_factory=list)
+    sinks: list[AlertSink] = Field(
+        default_factory=list, description="each validated by the settings model of its `type`"
+    )
     rules: list[AlertRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -507,13 +464,17 @@ def load_config(path: str | Path) -> AuditConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", "pass the path of an audit YAML file")
+        raise ConfigError(
+            f"config file {path} does not exist", "pass the path of an audit YAML file"
+        )
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}", "fix the YAML syntax")
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping", "see the config format in README.md")
+        raise ConfigError(
+            f"config file {path} must hold a mapping", "see the config format in README.md"
+        )
     try:
         return AuditConfig.model_validate(raw)
     except ValidationError as err:

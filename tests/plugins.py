@@ -4,6 +4,7 @@ afterwards."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ def install_plugin(
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(module, None)  # a module of the same name from an earlier test's folder
 
 
 def fresh_registry(

@@ -3,8 +3,10 @@ an aiosmtpd SMTP server with AUTH, and the log; every alert stored in a real dat
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from auditor.alerts import sinks as sinks_module
 from auditor.alerts.dispatch import dispatch
 from auditor.alerts.rules import finding_alerts
 from auditor.audit.post_audit import after_audit, on_audit_failed
@@ -29,6 +33,7 @@ from auditor.store import AlertRow, AuditStore
 from auditor.store.schema import utcnow
 
 from . import test_store
+from .plugins import fresh_registry, install_plugin
 from .test_store import make_result, start
 
 sqlite_url, postgresql_url = test_store.sqlite_url, test_store.postgresql_url
@@ -160,15 +165,18 @@ def sinks(smtp_port: int = 1, security: str = "none") -> list[dict[str, Any]]:
     ]
 
 
+def config_base() -> dict[str, Any]:
+    return {
+        "model": {"uri": "models:/skin-lesion-cnn@champion"},
+        "samples": [{"name": "production", "uri": "/data/production"}],
+    }
+
+
 def config(
     rules: list[dict[str, Any]], sink_list: list[dict[str, Any]] | None = None, **alerts: Any
 ) -> AuditConfig:
     return AuditConfig.model_validate(
-        {
-            "model": {"uri": "models:/skin-lesion-cnn@champion"},
-            "samples": [{"name": "production", "uri": "/data/production"}],
-            "alerts": {"sinks": sink_list or sinks(), "rules": rules, **alerts},
-        }
+        {**config_base(), "alerts": {"sinks": sink_list or sinks(), "rules": rules, **alerts}}
     )
 
 
@@ -456,3 +464,69 @@ def test_an_internal_error_is_mailed_on_one_subject_line(
         "Tried to allocate 2.00 GiB"
     )
     assert json.dumps(error) in mail.get_content()  # the evidence keeps the error as it was
+
+
+def test_a_plugin_sink_is_configured_and_receives_dispatched_alerts(
+    store: AuditStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distribution declaring a sink type in `relevance_auditor.alert_sinks` brings its
+    settings model (validated like a built-in's, secrets by variable name) and its sender."""
+    fresh_registry(monkeypatch, sinks_module, "ALERT_SINKS", sinks_module.check_sink_type)
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        "team_sinks",
+        """
+        from typing import Literal
+
+        from auditor.alerts.sinks import EnvName, SinkSettings, SinkType, secret
+
+        RECEIVED = []
+
+        class PagerSettings(SinkSettings):
+            type: Literal["pager"]
+            service: str
+            token_env: EnvName
+
+        def page(sink, alert):
+            RECEIVED.append((sink.service, alert.severity, alert.title, secret(sink, sink.token_env, "a token")))
+
+        PAGER = SinkType(settings=PagerSettings, send=page)
+        """,
+        {"relevance_auditor.alert_sinks": {"pager": "team_sinks:PAGER"}},
+    )
+    monkeypatch.setenv("AUDITOR_TEST_PAGER_TOKEN", "pager-t0ken")
+    pager = {"name": "oncall", "type": "pager", "service": "audits"}
+    rules = [{"event": "finding", "min_severity": "high", "sinks": ["oncall"]}]
+    cfg = config(rules, [{**pager, "token_env": "AUDITOR_TEST_PAGER_TOKEN"}])
+    assert type(cfg.alerts.sinks[0]).__name__ == "PagerSettings"
+    assert AuditConfig.model_validate(yaml.safe_load(cfg.to_yaml())) == cfg
+
+    audit_id = stored_audit(store)
+    sent = dispatch(store, finding_alerts(store, audit_id, cfg.alerts), cfg.alerts)
+    assert outcomes(sent) == [("oncall", "finding", "sent", None)]
+    assert importlib.import_module("team_sinks").RECEIVED == [
+        ("audits", "high", HIGH_TITLE, "pager-t0ken")
+    ]
+
+    path = tmp_path / "audit.yaml"
+    for entry, message in [
+        (
+            {**pager, "token_env": "https://pager.example/t0"},
+            (
+                "alerts.sinks.0.pager.token_env: Value error, must be the name of an environment "
+                "variable that holds the secret"
+            ),
+        ),
+        (pager, "alerts.sinks.0.pager.token_env: Field required"),
+        (
+            {**pager, "type": "fax"},
+            (
+                "alerts.sinks.0: Value error, unknown alert sink 'fax'; known: log, pager, slack, "
+                "smtp, webhook"
+            ),
+        ),
+    ]:
+        path.write_text(yaml.safe_dump({**config_base(), "alerts": {"sinks": [entry]}}))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(path)

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from auditor.alerts import ledger
 from auditor.alerts.rules import Alert
-from auditor.alerts.sinks import AlertDeliveryError, deliver
-from auditor.config import AlertRule, AlertSettings, AlertSink
+from auditor.alerts.sinks import AlertDeliveryError, SinkSettings, deliver
+from auditor.config import AlertRule, AlertSettings
 from auditor.store import AuditStore
 from auditor.store.schema import AlertRow, utcnow
 
@@ -48,7 +48,7 @@ def dispatch(
 
 
 def deliver_once(
-    store: AuditStore, alert: Alert, sink: AlertSink, cooldown_s: float, now: datetime
+    store: AuditStore, alert: Alert, sink: SinkSettings, cooldown_s: float, now: datetime
 ) -> AlertRow:
     """Claim (sink, fingerprint) for the cooldown, deliver, and record the outcome."""
     key = ledger.claim_key(sink.name, alert.fingerprint)

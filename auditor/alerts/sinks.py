@@ -1,4 +1,7 @@
-"""Alert sinks: the log, a JSON webhook, a Slack-compatible webhook, SMTP e-mail.
+"""Alert sinks: the `ALERT_SINKS` registry of sink types -- each the settings model of its
+config entry and the sender that delivers an alert -- and the built-ins: the log, a JSON
+webhook, a Slack-compatible webhook, SMTP e-mail. A plug-in sink type registers by entry point
+in the group `relevance_auditor.alert_sinks` (README, "Extending the auditor").
 
 Secrets (webhook URLs, SMTP passwords) are read from the environment variables the config
 names, at delivery time, and never appear in error messages or stored alerts. Every delivery
@@ -10,17 +13,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import smtplib
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from auditor.alerts.rules import Alert
-from auditor.config import AlertSink, LogSink, SmtpSink, WebhookSink
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    ValidationError,
+)
+from pydantic_core import InitErrorDetails
+
 from auditor.errors import AuditorError
+from auditor.registry import Registry
+
+if TYPE_CHECKING:
+    from auditor.alerts.rules import Alert
 
 log = logging.getLogger("auditor.alerts")
 
@@ -29,18 +48,131 @@ class AlertDeliveryError(AuditorError):
     """An alert could not be delivered to a sink."""
 
 
-def deliver(sink: AlertSink, alert: Alert) -> None:
+def _env_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(
+            "must be the name of an environment variable that holds the secret, "
+            "never the secret itself"
+        )
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class SinkSettings(BaseModel):
+    """The config entry of one sink: its `name` (rules send to it by name), its `type` (a
+    registered sink type) and the fields of that type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    type: str
+
+
+class LogSink(SinkSettings):
+    """Alerts as WARNING records of the `auditor.alerts` logger."""
+
+    type: Literal["log"]
+
+
+class WebhookSink(SinkSettings):
+    """Alerts POSTed as JSON (`webhook`) or as a Slack-compatible `{"text": ...}` (`slack`)
+    to the URL held by the environment variable `url_env`."""
+
+    type: Literal["webhook", "slack"]
+    url_env: EnvName
+    timeout_s: float = Field(default=10, gt=0)
+
+
+class SmtpSink(SinkSettings):
+    """Alerts as e-mail; the password comes from the environment variable `password_env`."""
+
+    type: Literal["smtp"]
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password_env: EnvName | None = None
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=10, gt=0)
+
+
+@dataclass(frozen=True)
+class SinkType:
+    """A kind of sink: the model validating its config entries, and `send(settings, alert)`,
+    which delivers one alert or raises `AlertDeliveryError`."""
+
+    settings: type[SinkSettings]
+    send: Callable[[Any, Alert], None]
+
+
+def check_sink_type(name: str, kind: SinkType) -> None:
+    """The `ALERT_SINKS` validity check: a `SinkType` whose settings model is a `SinkSettings`."""
+    if not isinstance(kind, SinkType):
+        raise TypeError(f"alert sink '{name}': {kind!r} is not a SinkType")
+    if not (isinstance(kind.settings, type) and issubclass(kind.settings, SinkSettings)):
+        raise TypeError(f"alert sink '{name}': settings {kind.settings!r} is not a SinkSettings")
+    if not callable(kind.send):
+        raise TypeError(f"alert sink '{name}': send {kind.send!r} is not callable")
+
+
+ALERT_SINKS: Registry[SinkType] = Registry(
+    "alert sink", "relevance_auditor.alert_sinks", check_sink_type
+)
+
+
+def sink_settings(entry: Any) -> SinkSettings:
+    """A config entry validated by the settings model of its `type`; errors are located under
+    the type, as for a tagged union (`alerts.sinks.0.slack.url_env`)."""
+    if isinstance(entry, SinkSettings):
+        return entry
+    if not isinstance(entry, dict) or "type" not in entry:
+        raise ValueError(f"a sink needs a 'type', one of: {', '.join(ALERT_SINKS.names())}")
+    settings = ALERT_SINKS.get(entry["type"]).settings
+    try:
+        return settings.model_validate(entry)
+    except ValidationError as err:
+        raise ValidationError.from_exception_data(
+            err.title,
+            [
+                InitErrorDetails(
+                    type=e["type"],
+                    loc=(entry["type"], *e["loc"]),
+                    input=e["input"],
+                    ctx=e.get("ctx", {}),
+                )
+                for e in err.errors()
+            ],
+        ) from None
+
+
+#: a sink's config entry, validated by the settings model its `type` registered
+AlertSink = Annotated[SerializeAsAny[SinkSettings], PlainValidator(sink_settings)]
+
+
+def deliver(sink: SinkSettings, alert: Alert) -> None:
     """Send `alert` to `sink`; raises `AlertDeliveryError` when it does not arrive."""
-    if isinstance(sink, LogSink):
-        log.warning("%s", alert.text())
-    elif isinstance(sink, WebhookSink):
-        body = alert.payload() if sink.type == "webhook" else slack_message(alert)
-        post_json(sink, secret(sink, sink.url_env, "the webhook URL"), body)
-    else:
-        send_email(sink, alert)
+    ALERT_SINKS.get(sink.type).send(sink, alert)
 
 
-def secret(sink: AlertSink, variable: str, what: str) -> str:
+def send_log(sink: LogSink, alert: Alert) -> None:
+    """A WARNING record of the `auditor.alerts` logger."""
+    log.warning("%s", alert.text())
+
+
+def send_webhook(sink: WebhookSink, alert: Alert) -> None:
+    """The alert's JSON payload, POSTed to the URL in `url_env`."""
+    post_json(sink, secret(sink, sink.url_env, "the webhook URL"), alert.payload())
+
+
+def send_slack(sink: WebhookSink, alert: Alert) -> None:
+    """A Slack-compatible message, POSTed to the URL in `url_env`."""
+    post_json(sink, secret(sink, sink.url_env, "the webhook URL"), slack_message(alert))
+
+
+def secret(sink: SinkSettings, variable: str, what: str) -> str:
     """The value of the environment variable `variable`, which the sink's config names."""
     value = os.environ.get(variable)
     if not value:
@@ -129,3 +261,9 @@ def send_email(sink: SmtpSink, alert: Alert) -> None:
             f"alert sink {sink.name!r}: sending mail via {sink.host}:{sink.port} failed: {reason}",
             "check host, port, security, username and the password variable of the sink",
         ) from err
+
+
+ALERT_SINKS.add("log", SinkType(LogSink, send_log))
+ALERT_SINKS.add("webhook", SinkType(WebhookSink, send_webhook))
+ALERT_SINKS.add("slack", SinkType(WebhookSink, send_slack))
+ALERT_SINKS.add("smtp", SinkType(SmtpSink, send_email))
