@@ -1,4 +1,5 @@
-"""Cached reads of the findings store for the pages, keyed on the database URL.
+"""Cached reads of the findings store for the pages, keyed on the database URL (the files and
+the model of an audit: `dashboards.audit_files`).
 
 The URL is the auditor's (`AUDITOR_DB_URL`, else the SQLite file under `.auditor/`;
 `auditor dashboard --db URL` sets the variable). One `AuditStore` per URL is shared by all
@@ -13,9 +14,8 @@ import streamlit as st
 
 from auditor.config import default_store_url
 from auditor.errors import AuditorError
-from auditor.results import GalleryResult
 from auditor.store import AlertRow, AuditRow, AuditStore
-from dashboards import files, inference, queries
+from dashboards import queries
 
 TTL_S = 30
 
@@ -89,28 +89,6 @@ def review_queue(
     url: str, flt: queries.ReviewFilter, limit: int, offset: int
 ) -> queries.ReviewPage:
     return queries.review_queue(store(url), flt, limit=limit, offset=offset)
-
-
-@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
-def report(url: str, audit_id: int) -> dict | None:
-    """The audit's JSON report, when its file is still there."""
-    return files.read_report(audit(url, audit_id))
-
-
-@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
-def gallery(url: str, audit_id: int) -> GalleryResult | None:
-    return files.find_gallery(audit(url, audit_id))
-
-
-@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=8)
-def embedding_files(url: str, audit_id: int) -> files.EmbeddingFiles | None:
-    return files.find_embeddings(audit(url, audit_id))
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the audited model and its samples ...")
-def audited_model(audit_id: int, config_yaml: str) -> inference.AuditedModel:
-    """The audit's model and samples, loaded once per audit (the two newest are kept)."""
-    return inference.load_audited(config_yaml)
 
 
 def add_review(url: str, finding_id: int, status: str, reviewer: str, comment: str) -> None:

@@ -4,6 +4,9 @@ same finding of a later audit), and bounded queries over 100 synthetic audits.""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -218,6 +221,39 @@ def count_statements(store: AuditStore) -> list[str]:
     statements: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     return statements
+
+
+#: run in a fresh interpreter: the Overview, Drift and Review pages (the synthetic store's
+#: newest model), then which heavy libraries the process has imported
+LIGHT_PAGES = """
+import json, sys
+from streamlit import config
+from streamlit.testing.v1 import AppTest
+config.set_option("server.address", "127.0.0.1")
+app = AppTest.from_file(sys.argv[1], default_timeout=300)
+app.run()
+shown = [s.value for s in app.subheader]
+for page in ("views/drift.py", "views/review.py"):
+    app.switch_page(page)
+    app.run()
+errors = [str(e.value) for e in app.exception]
+print(json.dumps({"shown": shown, "errors": errors,
+                  "heavy": sorted(m for m in ("torch", "mlflow", "faiss") if m in sys.modules)}))
+"""
+
+
+def test_read_only_pages_import_no_torch_mlflow_or_faiss(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    seed_synthetic(url, tmp_path / "artifacts", audits=6, samples=40)
+    monkeypatch.setenv("AUDITOR_DB_URL", url)
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_PAGES, str(APP)],
+        check=True, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    pages = json.loads(done.stdout.strip().splitlines()[-1])
+    assert pages["errors"] == []
+    assert "model-0" in pages["shown"]
+    assert pages["heavy"] == []
 
 
 def test_overview_and_review_queries_stay_bounded(synthetic):

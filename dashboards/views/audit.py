@@ -11,7 +11,7 @@ import streamlit as st
 
 from auditor.results import GalleryResult
 from auditor.store import AuditRow, FindingRow
-from dashboards import charts, data, files, widgets
+from dashboards import audit_files, charts, data, files, widgets
 from dashboards.queries import ReviewFilter
 
 GALLERY_CHANNELS = 6
@@ -121,7 +121,7 @@ def finding_card(
             with left:
                 dropout_evidence(finding, report, metric)
             with right:
-                channel_gallery(data.gallery(url, audit.id), finding.evidence.get("channels", []))
+                channel_gallery(audit_files.gallery(url, audit.id), finding.evidence.get("channels", []))
         elif finding.kind == "probe_sensitivity":
             probe_evidence(finding, audit)
         elif finding.kind == "explanation_drift":
@@ -182,7 +182,7 @@ if files.pruned(audit):
         f"{len(files.pruned(audit))} artefacts of this audit were pruned by retention; their statistics stay."
     )
 
-report = data.report(url, audit.id)
+report = audit_files.report(url, audit.id)
 queue = data.review_queue(
     url, ReviewFilter(audit_id=audit.id), limit=len(audit.findings) + 1, offset=0
 )

@@ -11,7 +11,7 @@ import streamlit as st
 from auditor.checks.neighbours import build_index, search
 from auditor.errors import AuditorError
 from auditor.store import AuditRow
-from dashboards import charts, data, widgets
+from dashboards import audit_files, charts, widgets
 from dashboards.files import EmbeddingFiles
 
 SHOWN = 12
@@ -91,7 +91,7 @@ def sample_images(
     or their ids when the samples cannot be loaded."""
     ids = [stored.space.ids[i] for i in rows]
     try:
-        model = data.audited_model(audit.id, audit.config_yaml)
+        model = audit_files.audited_model(audit.id, audit.config_yaml)
     except AuditorError as err:
         st.caption(f"samples not loadable ({err}): {', '.join(ids)}")
         return
@@ -146,7 +146,7 @@ def cluster_details(stored: EmbeddingFiles, audit: AuditRow, cluster: int) -> No
 
 
 url, audit = widgets.page_audit("Embeddings", succeeded_only=True)
-stored = data.embedding_files(url, audit.id)
+stored = audit_files.embedding_files(url, audit.id)
 if stored is None or not stored.maps:
     st.info(
         "This audit stored no embeddings or maps (subclasses disabled, files pruned, or audited before they existed)."

@@ -9,7 +9,7 @@ import streamlit as st
 from auditor.checks.neighbours import IndexHandle
 from auditor.errors import AuditorError
 from auditor.relevance import composites, methods
-from dashboards import charts, data, inference, widgets
+from dashboards import audit_files, charts, inference, widgets
 
 NEIGHBOURS = 8
 STORED = "stored"
@@ -42,7 +42,7 @@ def nearest_rows(
     if space != STORED:
         found = feature_space(model, audit_id, space)
         return inference.nearest(found.index, found.vectors, row, NEIGHBOURS)
-    stored = data.embedding_files(url, audit_id)
+    stored = audit_files.embedding_files(url, audit_id)
     rows = {sample_id: i for i, sample_id in enumerate(model.samples.ids)}
     vectors = stored.space.prepared()
     hits = inference.nearest(
@@ -61,7 +61,7 @@ def class_name(model: inference.AuditedModel, index: int) -> str:
 
 url, audit = widgets.page_audit("Sample explorer", succeeded_only=True)
 try:
-    model = data.audited_model(audit.id, audit.config_yaml)
+    model = audit_files.audited_model(audit.id, audit.config_yaml)
 except AuditorError as err:
     st.error(f"Cannot load the audited model or samples: {err}")
     st.stop()
@@ -123,7 +123,7 @@ with prediction:
     st.altair_chart(charts.probability_chart(classes, probabilities.tolist()), width="stretch")
 
 st.subheader("Nearest samples")
-stored = data.embedding_files(url, audit.id)
+stored = audit_files.embedding_files(url, audit.id)
 spaces = ([STORED] if stored is not None and stored.index_path is not None else []) + list(
     dict.fromkeys([audit.layer, *inference.feature_layers(model)])
 )
