@@ -42,12 +42,12 @@ from mlflow.models.evaluation.artifacts import (
 )
 from mlflow.models.evaluation.base import EvaluationArtifact
 from mlflow.tracking import MlflowClient
-from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
 from auditor.audit.pipeline import audit
 from auditor.audit.report import build_report
 from auditor.config import AuditConfig
+from auditor.data.images import FileImages
 from auditor.errors import ConfigError, SampleError
 from auditor.tracking.resolve import download_samples
 from auditor.tracking.run_log import audit_metrics, write_artifacts
@@ -145,8 +145,9 @@ def write_sample_file(
     size: tuple[int, int] | None,
     tracking_uri: str,
 ) -> Path:
-    """Read the images named in `features[image_column]` (resized to `size` (height, width)
-    if given) and write them with their labels as an `.npz` sample file at `path`."""
+    """Read the images named in `features[image_column]` with the folder audits' reader
+    (`auditor.data.images.FileImages`: resized to `size` (height, width) if given) and write
+    them, float32 N x 3 x H x W in [0, 1], with their labels as an `.npz` sample file at `path`."""
     if image_column not in features.columns:
         raise ConfigError(
             f"evaluation data has no column {image_column!r} (columns: {list(features.columns)})",
@@ -154,40 +155,19 @@ def write_sample_file(
         )
     uris = [str(uri) for uri in features[image_column]]
     with tempfile.TemporaryDirectory(prefix="auditor-images-", dir=path.parent) as tmp:
-        images = [
-            _read_image(
-                download_samples(uri, tracking_uri=tracking_uri, into=Path(tmp) / str(i)), size
-            )
+        files = [
+            download_samples(uri, tracking_uri=tracking_uri, into=Path(tmp) / str(i))
             for i, uri in enumerate(uris)
         ]
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise SampleError(
-            f"the images of column {image_column!r} have different sizes {sorted(shapes)}",
-            'set evaluator_config={"preprocess": {"size": [height, width]}}',
-        )
+        source = FileImages(files, origin=f"the evaluation data's column {image_column!r}", size=size)
+        images = source.read(np.arange(len(source)))
     np.savez(
         path,
-        images=np.stack(images),
+        images=images,
         labels=_class_indices(labels, len(uris)),
         ids=np.array([f"{i}:{uri}" for i, uri in enumerate(uris)]),
     )
     return path
-
-
-def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 H x W x 3."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if size is not None and rgb.size != (size[1], size[0]):
-                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(rgb)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise SampleError(
-            f"image file {path} cannot be read: {type(err).__name__}",
-            "remove or replace the corrupt file",
-        ) from err
 
 
 def _class_indices(labels: Any, n: int) -> np.ndarray:

@@ -18,7 +18,8 @@ from PIL import Image
 
 from auditor.audit.pipeline import audit
 from auditor.audit.report import build_report
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, Preprocess
+from auditor.data.samples import load_sample_set
 from auditor.errors import ConfigError, SampleError
 from auditor.tracking.run_log import audit_metrics
 
@@ -119,7 +120,9 @@ def test_sample_file_from_a_dataframe(tmp_path):
 
     write_sample_file(frame, [1, None, 0.0], "path", out, size=(8, 6), tracking_uri="")
     with np.load(out) as data:
-        assert data["images"].shape == (3, 8, 6, 3) and data["images"].dtype == np.uint8
+        # the folder audits' reader: float32 N x 3 x H x W in [0, 1], resized to (8, 6)
+        assert data["images"].shape == (3, 3, 8, 6) and data["images"].dtype == np.float32
+        np.testing.assert_allclose(data["images"].max(axis=(1, 2, 3)), [0, 40 / 255, 80 / 255])
         assert data["labels"].tolist() == [1, -1, 0]  # missing label: unknown
     with pytest.raises(SampleError, match="different sizes.*preprocess"):
         write_sample_file(frame, None, "path", out, size=None, tracking_uri="")
@@ -130,3 +133,22 @@ def test_sample_file_from_a_dataframe(tmp_path):
     (folder / "1.png").write_bytes(b"not a png")
     with pytest.raises(SampleError, match="1.png cannot be read"):
         write_sample_file(frame, None, "path", out, size=(8, 6), tracking_uri="")
+
+
+def test_the_evaluator_reads_image_files_as_a_folder_audit_does(tmp_path):
+    """One image reader: the same PNG files resized to one size through the evaluator's sample
+    file and as a sample folder give identical arrays (the evaluator resized with PIL on uint8)."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(20, 14), (9, 11), (8, 6)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    frame = pd.DataFrame({"image": [str(folder / f"{i}.png") for i in range(3)]})
+    preprocess = Preprocess(size=(10, 12))
+    out = write_sample_file(frame, None, "image", tmp_path / "s.npz", size=(10, 12), tracking_uri="")
+    with (
+        load_sample_set(out, name="evaluation", preprocess=preprocess) as evaluated,
+        load_sample_set(folder, name="folder", preprocess=preprocess) as audited,
+    ):
+        assert evaluated.images.shape == audited.images.shape == (3, 3, 10, 12)
+        np.testing.assert_array_equal(np.asarray(evaluated.images), np.asarray(audited.images))

@@ -75,7 +75,7 @@ def test_sources_pickle_to_the_same_images(uint8_nhwc, tmp_path):
     _, npy = uint8_nhwc
     for i in range(3):
         Image.fromarray(np.full((6, 5, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
-    files = FileImages(sorted(tmp_path.glob("*.png")), folder=tmp_path, size=None)
+    files = FileImages(sorted(tmp_path.glob("*.png")), origin=f"sample folder {tmp_path}", size=None)
     subset = ConcatImages([npy, files]).subset(np.array([24, 1, 25]))
     again = pickle.loads(pickle.dumps(subset))
     np.testing.assert_array_equal(np.asarray(again), np.asarray(subset))

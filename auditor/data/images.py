@@ -7,8 +7,8 @@ numbers), so a distributed executor's workers read their own batches.
 
 * `NpyImages`: an `.npy` file (the `images` member of an `.npz`, extracted once to disk),
   uint8 N x H x W x C or float N x C x H x W, C in {1, 3}; rows are read at their byte offset.
-* `FileImages`: one image file (PNG/JPEG) per sample.
-* `ArrayImages`: images already in memory (tests, the dashboard, the MLflow evaluator).
+* `FileImages`: one image file (PNG/JPEG) per sample (sample folders, the MLflow evaluator).
+* `ArrayImages`: images already in memory (tests, sample sets built in memory).
 * `ConcatImages`: several sources one after the other (the audit's sample sets).
 """
 
@@ -208,10 +208,10 @@ class NpyImages(ImageSource):
 
 class FileImages(ImageSource):
     """One image file per sample; without a target `size`, every file must have the first
-    file's size."""
+    file's size. `origin` names the files in error messages (e.g. "sample folder x/")."""
 
-    def __init__(self, files: Sequence[Path], *, folder: Path, size: Size):
-        self.files, self.folder, self.size = list(files), folder, size
+    def __init__(self, files: Sequence[Path], *, origin: str, size: Size):
+        self.files, self.origin, self.size = list(files), origin, size
         first = _read_file(self.files[0], size)
         self._shape = (len(self.files), *first.shape)
         if size is None:
@@ -239,7 +239,7 @@ class FileImages(ImageSource):
     def _same_size(self, path: Path, shape: tuple[int, ...]) -> None:
         if tuple(shape) != self._shape[1:]:
             raise SampleError(
-                f"sample folder {self.folder} holds images of different sizes "
+                f"{self.origin} holds images of different sizes "
                 f"({self.files[0].name}: {hw_text(self._shape)}, {path.name}: {hw_text(shape)})",
                 "set preprocess.size to resize them to one size",
             )

@@ -282,7 +282,7 @@ def _load_folder(path: Path, name: str, preprocess: Preprocess) -> SampleSet:
             "use class_name/*.png (labelled) or images directly in the folder (unlabelled)",
         )
     return SampleSet(
-        images=FileImages([f for f, _ in files], folder=path, size=preprocess.size),
+        images=FileImages([f for f, _ in files], origin=f"sample folder {path}", size=preprocess.size),
         labels=np.array([c for _, c in files], dtype=np.int64),
         ids=[f"{name}/{f.relative_to(path).as_posix()}" for f, _ in files],
         groups=None,
