@@ -1,0 +1,119 @@
+"""How samples are measured: preprocessing, relevance, channel ranking, dropout, probes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from auditor.config.strict import StrictModel
+
+
+class Preprocess(StrictModel):
+    """How raw images become model inputs: resize, scale to [0, 1], normalise."""
+
+    size: tuple[int, int] | None = Field(default=None, description="(height, width) to resize to")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in std):
+            raise ValueError("every std must be > 0")
+        return std
+
+
+def _lrp_composite(name: str) -> str:
+    # imported on use: the LRP rules pull in torch, the config alone does not
+    from auditor.relevance.rules import COMPOSITES
+
+    COMPOSITES.get(name)  # unknown name: UnknownExtensionError (a ValueError) naming the known
+    return name
+
+
+LrpComposite = Annotated[str, AfterValidator(_lrp_composite)]
+
+
+class RelevanceSettings(StrictModel):
+    """Per-channel relevance at the audited layer [Chandrasegaran2022]."""
+
+    method: Literal["lrp"] = "lrp"
+    composite: LrpComposite = Field(
+        default="epsilon_plus", description="any registered LRP composite (built-in or plug-in)"
+    )
+    epsilon: float = Field(default=1e-6, gt=0)
+    target: Literal["predicted", "label"] = Field(
+        default="predicted",
+        description="class explained: predicted class, or the label where known",
+    )
+
+
+class ChannelSettings(StrictModel):
+    """How many channels are ranked as top-k."""
+
+    top_k: int | None = Field(default=None, ge=1, description="fixed k; default: top_k_fraction")
+    top_k_fraction: float = Field(default=0.2, gt=0, le=0.5)
+    min_class_samples: int = Field(
+        default=20, ge=1, description="per-class analysis for classes predicted this often"
+    )
+
+
+class DropoutSettings(StrictModel):
+    """Top-k vs random-k vs bottom-k channel dropout ([Chandrasegaran2022]: 5 random repeats,
+    averaged)."""
+
+    random_repeats: int = Field(default=5, ge=1, le=100)
+    dose_response_fractions: list[Annotated[float, Field(gt=0, le=0.5)]] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5],
+        description="shares of the layer's channels dropped along the dose-response curve "
+        "(top-k vs random-k vs bottom-k per k); [] turns it off",
+    )
+    dose_response_random_repeats: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="random-k sets per k of the dose-response; the empirical p-value is at "
+        "least 1 / (repeats + 1), so 19 or more are needed for p <= 0.05",
+    )
+    bootstrap_replicates: int = Field(
+        default=1000, ge=100, le=100_000, description="bootstrap replicates over samples"
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="level of the bootstrap confidence intervals"
+    )
+
+
+def _probe_entry(entry: str | dict[str, Any]) -> str | dict[str, Any]:
+    # imported on use: the probe library pulls in torch, the config alone does not
+    from auditor.checks.probes.base import build_probe
+
+    build_probe(entry)  # unknown probe, unknown parameter or invalid value: ValueError
+    return entry
+
+
+ProbeEntry = Annotated[str | dict[str, Any], AfterValidator(_probe_entry)]
+ProbeName = Annotated[str, AfterValidator(_probe_entry)]
+
+
+class ProbeSettings(StrictModel):
+    """Probes that remove one candidate cue; `non_semantic` cues may not carry the decision.
+    Any registered probe (built-in or plug-in, see `auditor.checks.probes`) by name, or with
+    parameters: `{name: blur, sigma: 2.0}`."""
+
+    names: list[ProbeEntry] = Field(default_factory=lambda: ["grayscale"])
+    non_semantic: list[ProbeName] = Field(
+        default_factory=lambda: ["grayscale"],
+        description="probes whose cue the domain declares irrelevant to the label (colour "
+        "here), by name: they cover every entry of that probe in `names`",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_probes(self) -> ProbeSettings:
+        from auditor.checks.probes.base import build_probe
+
+        labels = [build_probe(entry).label for entry in self.names]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"probes listed twice with the same parameters: {twice}")
+        return self
