@@ -179,3 +179,28 @@ def test_unknown_method_and_unknown_layer_are_reported(graph, inputs):
         explain(graph, inputs[:2], method="deeplift")
     with pytest.raises(Exception, match="did you mean block1"):
         explain(graph, inputs[:2], method="lrp", layer="blok1")
+
+
+def test_explaining_a_module_in_training_leaves_it_training(inputs):
+    """`explain` and `channel_relevance` on an `nn.Module` never touch the caller's model:
+    `requires_grad`, train/eval mode, parameters and buffers are as before, and a training step
+    afterwards still updates every trainable weight."""
+    torch.manual_seed(2)
+    model = _Model().train()
+    model.block2.bn2.weight.requires_grad_(False)  # a frozen parameter stays frozen
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    state = {name: t.clone() for name, t in model.state_dict().items()}
+
+    explain(model, inputs[:4], method="lrp")
+    channel_relevance(model, inputs[:4], layer="block1")
+
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == requires_grad
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(inputs[:8]).logsumexp(dim=1).mean().backward()
+    optimizer.step()
+    for name, p in model.named_parameters():
+        assert torch.equal(p, state[name]) != p.requires_grad, name

@@ -11,6 +11,7 @@ capture, channel masks and relevance at that layer are graph edits, not module h
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import dataclass
 
@@ -69,8 +70,10 @@ class ModelGraph:
 
     @classmethod
     def from_module(cls, module: nn.Module, example: torch.Tensor) -> ModelGraph:
-        """Export an eager module with a dynamic batch dimension (`torch.export`)."""
-        module = module.eval()
+        """Export an eager module in inference mode with a dynamic batch dimension
+        (`torch.export`). A copy is exported and frozen: the caller's module keeps its mode,
+        `requires_grad` and buffers (it may be in training)."""
+        module = copy.deepcopy(module).eval()
         try:
             program = torch.export.export(
                 module, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},)
