@@ -44,3 +44,7 @@ class StoreError(AuditorError):
 
 class RelevanceError(AuditorError):
     """A relevance method cannot explain an operation of the model."""
+
+
+class ReportError(AuditorError):
+    """The JSON report cannot be written where it was asked for."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -375,6 +376,17 @@ class AuditResult:
     subclasses: SubclassResult | None = None
     dose_response: DoseResponse | None = None
     gallery: GalleryResult | None = None
+
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """A stored audit: its id, results, report file (if one was asked for) and drift."""
+
+    audit_id: int
+    result: AuditResult
+    report_path: Path | None
+    drift: DriftReport | None = None
 
 
 def mean_metrics(runs: list[ConditionMetrics]) -> dict[str, float | None]:

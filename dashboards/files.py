@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from auditor.artefacts.embeddings import IDS_FILE, EmbeddingSpace, load_space
+from auditor.artefacts.embeddings import IDS_FILE, INDEX_FILE, load_space
 from auditor.artefacts.gallery_files import MANIFEST, read_manifest
 from auditor.artefacts.maps import MANIFEST_FILE as MAPS_FILE
 from auditor.artefacts.maps import load_maps
-from auditor.checks.neighbours import INDEX_FILE
+from auditor.checks.embedding_space import EmbeddingSpace
 from auditor.config import AuditConfig
 from auditor.results import GalleryResult, Map2D
 from auditor.store import ArtefactRow, AuditRow

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import yaml
 
-from auditor.artefacts.embeddings import prepare
 from auditor.audit.passes import ForwardTask, layer_pass
-from auditor.audit.pipeline import build_graph
+from auditor.audit.resolve import build_graph
 from auditor.audit.worker import WorkerModel
+from auditor.checks.embedding_space import prepare
 from auditor.checks.neighbours import IndexHandle, build_index, search
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, load_samples, normalize

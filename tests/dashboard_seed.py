@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.audit.pipeline import run_audit
+from auditor.audit.lifecycle import run_audit
 from auditor.config import AuditConfig
 
 from .conftest import Scenario, audit_config

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from auditor.artefacts.embeddings import EmbeddingSpace, save_space
+from auditor.artefacts.embeddings import save_space
 from auditor.artefacts.maps import save_maps
+from auditor.checks.embedding_space import EmbeddingSpace
 from auditor.results import Map2D
 from auditor.store import (
     AlertRow,

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from auditor.audit.pipeline import AuditOutcome, run_audit
+from auditor.audit.lifecycle import run_audit
+from auditor.audit.stages import finding_thresholds
 from auditor.checks.findings import validated
 from auditor.config import AuditConfig, Thresholds
+from auditor.errors import ReportError
+from auditor.results import AuditOutcome
 from auditor.store import AuditStore
 
 from .conftest import Scenario, audit_config
@@ -51,7 +54,7 @@ def test_clean_control_is_validated_but_not_flagged(control_scenario: Scenario, 
     assert outcome.result.findings == []
     # its top-k channels are validated all the same, for every class
     assert [c.class_name for c in outcome.result.classes] == ["real", "fake"]
-    assert all(validated(c.dropout, Thresholds()) for c in outcome.result.classes)
+    assert all(validated(c.dropout, finding_thresholds(Thresholds())) for c in outcome.result.classes)
     assert outcome.result.dropout.baseline.accuracy >= 0.9
 
 
@@ -107,3 +110,27 @@ def test_same_config_gives_same_ranking_and_findings(shortcut_scenario: Scenario
     assert first.result.channels.relevance == second.result.channels.relevance
     assert first.result.dropout.random_sets == second.result.dropout.random_sets
     assert first.result.findings == second.result.findings
+
+
+def test_a_report_that_cannot_be_moved_into_place_leaves_the_stored_audit_alone(
+    shortcut_scenario: Scenario, tmp_path
+):
+    """Defect: after `finish_audit` committed, the report could not be moved into place (its path
+    is a folder). The audit stays succeeded with its files, and the error is a `ReportError`
+    naming the report path (before: the files were deleted and `fail_audit` raised 'already
+    succeeded')."""
+    report = tmp_path / "report.json"
+    (report / "taken").mkdir(parents=True)
+    config = AuditConfig.model_validate(audit_config(shortcut_scenario, tmp_path, gallery={"enabled": False}))
+    with pytest.raises(ReportError, match=f"report {report}") as raised:
+        run_audit(config, report_path=report)
+    assert raised.value.fix and "already" not in str(raised.value)
+    store = AuditStore(config.store_url)
+    try:
+        [listed] = store.list_audits()
+        audit = store.get_audit(listed.id)
+    finally:
+        store.close()
+    assert audit.status == "succeeded" and audit.findings
+    assert config.audit_artifact_dir(audit.id).exists()
+    assert not list(tmp_path.glob(".report.json*"))

@@ -280,3 +280,28 @@ def test_signal_cancels_the_running_audit(shortcut_scenario, tmp_path, signum, e
     assert not (artifacts / f"audit-{audit_id}").exists()
     assert not report.exists() and not list(tmp_path.glob(".r.json*"))
 
+
+
+def test_a_report_that_cannot_be_written_after_the_commit_keeps_the_audit(shortcut_scenario, tmp_path):
+    """Defect: the report path is a folder, so moving the report into place fails after the
+    audit was stored. The audit stays succeeded with its results and files, and the user gets
+    one line naming the report path and the fix, exit status 2 (before: the audit's folder was
+    deleted and `fail_audit` raised 'already succeeded', masking the report's error)."""
+    report = tmp_path / "r.json"
+    (report / "taken").mkdir(parents=True)
+    config = write_config(tmp_path, audit_config(shortcut_scenario, tmp_path))
+    result = auditor("audit", "--config", str(config), "--report", str(report), "--quiet")
+
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert str(report) in lines[0] and "-- fix:" in lines[0] and "already" not in lines[0]
+    store = AuditStore(f"sqlite:///{tmp_path / 'auditor.db'}")
+    try:
+        [listed] = store.list_audits()
+        audit = store.get_audit(listed.id)
+    finally:
+        store.close()
+    assert audit.status == "succeeded" and audit.error is None and audit.findings
+    files = [Path(a.uri) for a in audit.artefacts if a.kind != "report"]
+    assert files and all(f.exists() for f in files)

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from auditor.artefacts.gallery import (
+from auditor.artefacts.gallery_files import GAP, manifest_dict, read_manifest, tile_size
+from auditor.audit.gallery_stage import (
     channel_galleries,
     channel_heatmaps,
     gallery_channel_sets,
     layer_relevance,
     peak_positions,
 )
-from auditor.artefacts.gallery_files import GAP, manifest_dict, read_manifest, tile_size
 from auditor.audit.passes import activation_scores, relevance_pass
 from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig

@@ -10,10 +10,11 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from auditor.artefacts.embeddings import LayerEmbeddings, load_space
+from auditor.artefacts.embeddings import load_index, load_space, save_index
+from auditor.audit.subclass_stage import subclass_stage
 from auditor.checks import neighbours as index_module
+from auditor.checks.embedding_space import LayerEmbeddings
 from auditor.checks.neighbours import build_index, choose_kind, nearest_other, search
-from auditor.checks.subclasses import subclass_check
 from auditor.cli.neighbours import neighbours
 from auditor.errors import AuditorError, SampleError
 from auditor.store import AuditStore
@@ -62,7 +63,7 @@ def test_exact_search_returns_euclidean_distances_nearest_first():
 def test_save_and_load_give_the_same_index(kind, tmp_path):
     data, queries = random_vectors(2000, 0), random_vectors(50, 1)
     handle = build_index(data, kind, seed=5)
-    loaded = type(handle).load(handle.save(tmp_path / "index.faiss"))
+    loaded = load_index(save_index(handle, tmp_path / "index.faiss"))
 
     assert loaded.kind == kind and loaded.size == 2000
     before, after = search(handle, queries, 10), search(loaded, queries, 10)
@@ -149,7 +150,7 @@ def test_neighbours_finds_the_folder_the_store_registered(tmp_path):
     audit_id = store.start_audit(model_uri="m", config_yaml="", config_hash="h", code_version="0")
 
     folder = tmp_path / "elsewhere"  # not <artifacts_dir>/audit-<id>
-    result = subclass_check(
+    result = subclass_stage(
         samples, base, config, folder, embeddings=LayerEmbeddings("layer3", vectors)
     )
     audit = make_result()

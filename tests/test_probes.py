@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from auditor.audit.passes import OcclusionTask
+from auditor.audit.passes import LayerPass, OcclusionTask
+from auditor.audit.stages import PassRunner, PlacedProbe, place_probe
 from auditor.audit.worker import WorkerModel
 from auditor.checks.probes import base, transforms
 from auditor.checks.probes.base import PROBES, Probe, build_probe, check_probe_class
 from auditor.checks.probes.neutral import change_norms, neutral_perturbation
-from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary, place_probe
+from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
 from auditor.checks.probes.transforms import (
     Blur,
     BorderMask,
@@ -163,10 +164,12 @@ def test_patch_occlusion_finds_the_one_cell_the_model_reads():
     drops[1, 2] = 0
     assert (drops == 0).all() and sum(map(sum, scan.flip_rate)) == 1.0
     assert scan.concentration > 1
-    placed, placed_scan = place_probe(PatchOcclusion(grid=4), scan_with(8))
-    assert placed == PatchOcclusion(grid=4, cell=6) and placed_scan == scan
-    assert placed.label == "patch_occlusion(cell=6)"
-    assert place_probe(Blur(), scan_with(8)) == (Blur(), None)
+    runner = PassRunner(LocalExecutor(), model, images, batch_size=8, seed=0)
+    unprobed = LayerPass(base, torch.zeros(len(x), 3))
+    placed = place_probe(PatchOcclusion(grid=4), runner, unprobed)
+    assert placed == PlacedProbe(PatchOcclusion(grid=4, cell=6), scan)
+    assert placed.probe.label == "patch_occlusion(cell=6)"
+    assert place_probe(Blur(), runner, unprobed) == PlacedProbe(Blur(), None)
     with pytest.raises(ValueError, match="scans the grid"):
         PatchOcclusion()(x)
 

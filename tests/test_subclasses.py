@@ -12,18 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.artefacts.embeddings import LayerEmbeddings, layer_embeddings, prepare
 from auditor.audit.passes import RelevancePass, relevance_pass
-from auditor.audit.worker import WorkerModel
-from auditor.checks.neighbours import build_index
-from auditor.checks.subclasses import (
-    ClusterStats,
-    eigengap_k,
-    report_section,
-    spectral_clusters,
-    subclass_check,
-    subclass_signals,
+from auditor.audit.report import report_section
+from auditor.audit.stages import PassRunner
+from auditor.audit.subclass_stage import (
+    clustering_params,
+    layer_embeddings,
+    subclass_criteria,
+    subclass_stage,
 )
+from auditor.audit.worker import WorkerModel
+from auditor.checks.clustering import eigengap_k, spectral_clusters
+from auditor.checks.clusters import ClusterStats
+from auditor.checks.embedding_space import LayerEmbeddings, prepare
+from auditor.checks.neighbours import build_index
+from auditor.checks.subclasses import subclass_signals
 from auditor.config import AuditConfig, SubclassThresholds
 from auditor.data.samples import SampleSet, load_samples
 from auditor.demo.scenario import make_counterfeit_data
@@ -105,7 +108,7 @@ def synthetic_config(tmp_path: Path, **subclasses) -> AuditConfig:
 def run_synthetic(tmp_path: Path, planted: int = 40, **subclasses):
     samples, base, vectors = synthetic_audit(planted=planted)
     config = synthetic_config(tmp_path, **subclasses)
-    return subclass_check(
+    return subclass_stage(
         samples, base, config, config.audit_artifact_dir(1),
         embeddings=LayerEmbeddings("layer3", vectors),
     )  # fmt: skip
@@ -174,7 +177,7 @@ def test_clusters_and_findings_are_deterministic(tmp_path):
     x = prepare(vectors, "cosine")
     config = synthetic_config(tmp_path)
     runs = [
-        spectral_clusters(x, config.subclasses, seed=0, index=build_index(x, "flat"))
+        spectral_clusters(x, clustering_params(config.subclasses), seed=0, index=build_index(x, "flat"))
         for _ in range(2)
     ]
     assert np.array_equal(runs[0].assignment, runs[1].assignment)
@@ -200,7 +203,7 @@ def test_without_reference_samples_there_are_clusters_but_no_findings(tmp_path):
     config = synthetic_config(tmp_path)
     config.samples[0].role = "production"
 
-    result = subclass_check(
+    result = subclass_stage(
         samples, base, config, tmp_path / "out", embeddings=LayerEmbeddings("layer3", vectors)
     )
 
@@ -233,7 +236,7 @@ STATS = ClusterStats(
 )
 def test_signals_need_a_confident_production_cluster(change, signals):
     stats = replace(STATS, **change)
-    assert subclass_signals(stats, 0.5, SubclassThresholds()) == signals
+    assert subclass_signals(stats, 0.5, subclass_criteria(SubclassThresholds())) == signals
 
 
 # ---- the demo's counterfeit detector ---------------------------------------------------------
@@ -263,8 +266,9 @@ def audit_embeddings(config: AuditConfig):
             executor, model, samples.images, None, config.pass_batch_size,
             gallery_size=config.gallery.samples_per_channel,
         )  # fmt: skip
-        embeddings = layer_embeddings(executor, model, graph, samples, base, config)
-        return subclass_check(
+        runner = PassRunner(executor, model, samples.images, config.pass_batch_size, config.seed)
+        embeddings = layer_embeddings(runner, graph, base, config.subclasses.embedding_layer)
+        return subclass_stage(
             samples, base, config, config.audit_artifact_dir(1), embeddings=embeddings
         )
 
@@ -322,7 +326,7 @@ def test_too_few_samples_still_get_their_index_but_no_clusters(tmp_path):
     samples, base, vectors = synthetic_audit(n_per_class=4, planted=0)
     config = synthetic_config(tmp_path)
 
-    result = subclass_check(
+    result = subclass_stage(
         samples, base, config, tmp_path / "out", embeddings=LayerEmbeddings("layer3", vectors)
     )
 

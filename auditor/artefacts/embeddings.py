@@ -1,113 +1,37 @@
-"""Pooled layer embeddings of an audit's samples, and the files that keep them with the audit.
-
-The embedding of sample `i` at a layer with output `z` (C x h x w) is its global average
-`e_i[c] = 1/(hw) sum_hw z[c, h, w]` ([Chen2019]: the nearest examples in the metric
-`d(h(x), h(x_i))` of a feature layer); at the audited layer that is
-`RelevancePass.channel_activation`. The metric `l2` compares `e_i` as they are, `cosine`
-compares `e_i / ||e_i||`: between unit vectors the Euclidean distance `sqrt(2 - 2 cos)` orders
-neighbours as cosine similarity does, so one Euclidean index serves both.
+"""The files that keep an audit's embedding space and its FAISS index with the audit.
 
 Files in an audit's folder: `embeddings.npy` (N x C, float32, or float16 above a size
-threshold) and `ids.json` (layer, metric and, per sample, id, set, role, label, predicted class).
+threshold), `ids.json` (layer, metric and, per sample, id, set, role, label, predicted class)
+and `index.faiss` (the index of all samples, with its search parameters).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
+import faiss
 import numpy as np
 
-from auditor.audit.passes import ForwardTask, RelevancePass, layer_pass
-from auditor.audit.worker import WorkerModel
-from auditor.config import AuditConfig
-from auditor.data.samples import SampleSet
+from auditor.checks.embedding_space import EmbeddingSpace
+from auditor.checks.neighbours import IndexHandle
 from auditor.errors import SampleError
-from auditor.execution import Executor
-from auditor.model.graph import ModelGraph
 from auditor.results import ArtefactRef
 
-Metric = Literal["cosine", "l2"]
 EMBEDDINGS_FILE = "embeddings.npy"
 IDS_FILE = "ids.json"
+INDEX_FILE = "index.faiss"
 
 
-@dataclass(frozen=True)
-class LayerEmbeddings:
-    """Pooled activations `N x C` (float32) of the samples at `layer`."""
-
-    layer: str
-    vectors: np.ndarray
-
-
-def layer_embeddings(
-    executor: Executor,
-    model: WorkerModel,
-    graph: ModelGraph,
-    samples: SampleSet,
-    base: RelevancePass,
-    config: AuditConfig,
-) -> LayerEmbeddings:
-    """The embeddings at `subclasses.embedding_layer`: the audited layer's channel means from
-    the relevance pass, or one more streamed pass to another (convolutional) layer."""
-    layer = config.subclasses.embedding_layer or model.split.layer
-    if layer == model.split.layer:
-        return LayerEmbeddings(layer, base.channel_activation.numpy().astype(np.float32))
-    embedded, _ = layer_pass(
-        executor,
-        replace(model, split=graph.split(layer)),
-        samples.images,
-        ForwardTask(f"embeddings at {layer}"),
-        config.pass_batch_size,
-    )
-    return LayerEmbeddings(layer, embedded.channel_activation.numpy().astype(np.float32))
-
-
-def prepare(vectors: np.ndarray, metric: Metric) -> np.ndarray:
-    """Contiguous float32 vectors to index: unit length for `cosine` (zero vectors stay zero)."""
-    out = np.asarray(vectors, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out = out / np.where(norms > 0, norms, 1.0)
-    return np.ascontiguousarray(out)
-
-
-@dataclass(frozen=True)
-class EmbeddingSpace:
-    """An audit's embeddings with what the neighbours table shows of each sample: id, sample
-    set, role (reference / production), label (-1: unknown) and predicted class."""
-
-    layer: str
-    metric: Metric
-    vectors: np.ndarray
-    ids: list[str]
-    sets: list[str]
-    roles: list[str]
-    labels: np.ndarray
-    predicted: np.ndarray
-    class_names: list[str] | None
-
-    def row(self, sample_id: str) -> int:
-        """The row of a sample id, or `SampleError` naming the id."""
-        try:
-            return self.ids.index(sample_id)
-        except ValueError:
-            raise SampleError(
-                f"sample id '{sample_id}' is not among the {len(self.ids)} samples of this audit",
-                f"use an id from {IDS_FILE} in the audit's folder (e.g. '{self.ids[0]}')",
-            ) from None
-
-    def class_name(self, index: int) -> str:
-        """A class index as its name where known; -1 (no label) as '-'."""
-        if index < 0:
-            return "-"
-        names = self.class_names
-        return names[index] if names and index < len(names) else str(index)
-
-    def prepared(self) -> np.ndarray:
-        return prepare(self.vectors, self.metric)
+def sample_row(space: EmbeddingSpace, sample_id: str) -> int:
+    """The row of a sample id, or `SampleError` naming the id."""
+    try:
+        return space.ids.index(sample_id)
+    except ValueError:
+        raise SampleError(
+            f"sample id '{sample_id}' is not among the {len(space.ids)} samples of this audit",
+            f"use an id from {IDS_FILE} in the audit's folder (e.g. '{space.ids[0]}')",
+        ) from None
 
 
 def save_space(space: EmbeddingSpace, directory: Path, float16_above: int) -> list[ArtefactRef]:
@@ -152,3 +76,20 @@ def load_space(directory: Path) -> EmbeddingSpace:
         predicted=np.asarray(meta["predicted"], dtype=np.int64),
         class_names=meta["class_names"],
     )
+
+
+def save_index(handle: IndexHandle, path: Path) -> Path:
+    """Write the index (with its search parameters) to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(handle.index, str(path))
+    return path
+
+
+def load_index(path: Path) -> IndexHandle:
+    """Read what `save_index` wrote, with its kind."""
+    index = faiss.read_index(str(path))
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return IndexHandle(index, "hnsw")
+    if isinstance(index, faiss.IndexIVFFlat):
+        return IndexHandle(index, "ivf")
+    return IndexHandle(index, "flat")

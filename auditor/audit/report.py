@@ -6,15 +6,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from auditor.artefacts.gallery_files import manifest_dict
-from auditor.checks.subclasses import report_section
-from auditor.results import AuditResult, ClassAnalysis, DoseResponse, DropoutTable, ProbeResult
+from auditor.errors import ReportError
+from auditor.results import (
+    AuditResult,
+    ClassAnalysis,
+    DoseResponse,
+    DropoutTable,
+    ProbeResult,
+    SubclassResult,
+)
 
 FORMAT_VERSION = 1
 
@@ -83,6 +88,20 @@ def _class(c: ClassAnalysis) -> dict[str, Any]:
     }
 
 
+def report_section(result: SubclassResult) -> dict[str, Any]:
+    """The report's `subclasses` entry (findings are in the report's `findings`)."""
+    return {
+        "layer": result.layer,
+        "metric": result.metric,
+        "k": result.k,
+        "eigenvalues": result.eigenvalues,
+        "clusters": [asdict(c) for c in result.clusters],
+        "maps": [m.method for m in result.maps],
+        "artefacts": [asdict(a) for a in result.artefacts],
+        "note": result.note,
+    }
+
+
 def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -112,19 +131,37 @@ def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def staged_report(path: Path | None, audit_id: int, result: AuditResult) -> Iterator[None]:
-    """Write the report beside `path`, and move it into place only when the body (storing the
-    audit) succeeds: a report file exists exactly for a stored audit."""
-    if path is None:
-        yield
-        return
+def staging_path(path: Path) -> Path:
+    """Where the report waits until its audit is stored: `.<name>.partial` beside `path`."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def stage_report(path: Path, audit_id: int, result: AuditResult) -> Path:
+    """Write the report beside `path` (`staging_path`), before the audit is stored: a report
+    that cannot be written fails the audit before anything is committed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial")
+    staging = staging_path(path)
     staging.write_text(json.dumps(build_report(audit_id, result), indent=2))
+    return staging
+
+
+def publish_report(path: Path, audit_id: int) -> None:
+    """Move the staged report of the stored audit `audit_id` into place: a report file exists
+    exactly for a stored audit. A failure here leaves the stored audit as it is and is a
+    `ReportError` naming the path."""
+    staging = staging_path(path)
     try:
-        yield
-    except BaseException:
+        staging.replace(path)
+    except OSError as err:
         staging.unlink(missing_ok=True)
-        raise
-    staging.replace(path)
+        raise ReportError(
+            f"audit {audit_id} is stored, but its report {path} could not be written: "
+            f"{err.strerror or err}",
+            "pass --report a writable file path (not a folder); the audit's results are in the "
+            "database and its files in place",
+        ) from err
+
+
+def discard_report(path: Path) -> None:
+    """Remove the staged report of an audit that was not stored."""
+    staging_path(path).unlink(missing_ok=True)

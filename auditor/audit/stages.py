@@ -1,10 +1,8 @@
-"""Checks that run on the audit's relevance pass at the audited layer: each probe with its
-neutral twin, the activation shift of a channel set under a probe, and the per-class analysis
-([Chandrasegaran2022] ranks the channels of the counterfeit class).
-
-Each check's forward work is a streamed pass of the audit's executor (`auditor.audit.passes`); what
-comes back is per-sample logits and channel means, which these functions reduce.
-"""
+"""The stages of an audit at the audited layer, each a named function: the relevance pass, the
+channel ranking, the dropout validation, the probes with their neutral twins, the per-class
+analysis and the findings. Each stage runs its streamed passes (`auditor.audit.passes`) first
+and then the pure checks of `auditor.checks` on what came back; none reads the config further
+than the parameters it maps onto the checks."""
 
 from __future__ import annotations
 
@@ -15,104 +13,74 @@ import torch
 
 from auditor.audit.passes import (
     Condition,
+    DropoutLogits,
     ForwardTask,
     LayerPass,
     NeutralTransform,
     OcclusionTask,
     ProbeTransform,
     RelevancePass,
+    dropout_pass,
     layer_pass,
+    relevance_pass,
 )
 from auditor.audit.worker import WorkerModel
+from auditor.checks.dose_response import DoseSets, dose_ks, dose_response, dose_sets
 from auditor.checks.dropout import (
-    LogitsOf,
     dropout_conditions,
     dropout_validation,
     random_channel_sets,
     rank_channels,
 )
-from auditor.checks.metrics import condition_metrics
-from auditor.checks.probes.base import Probe
-from auditor.checks.probes.effect import relative_drop
+from auditor.checks.findings import FindingThresholds, derive_findings
+from auditor.checks.probes.base import Probe, build_probe
+from auditor.checks.probes.effect import probe_result, probe_shift
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, Thresholds
+from auditor.data.images import ImageSource
 from auditor.data.samples import SampleSet
+from auditor.errors import ConfigError
 from auditor.execution import Executor
 from auditor.results import (
     ChannelTable,
     ClassAnalysis,
+    DoseResponse,
+    DropoutTable,
+    Finding,
     OcclusionMap,
     ProbeResult,
-    ProbeShift,
 )
 
 
-def occlusion_scan(
-    executor: Executor,
-    model: WorkerModel,
-    samples: SampleSet,
-    base: LayerPass,
-    probe: PatchOcclusion,
-    config: AuditConfig,
-) -> OcclusionMap:
-    """The patch-occlusion map of `probe`'s grid over every sample, in one streamed pass."""
-    task = OcclusionTask(probe, base.logits.numpy())
-    out = executor.run(task, model, samples.images, config.pass_batch_size)
-    return occlusion_summary(out["margin_lost"], out["flipped"], probe)
+@dataclass(frozen=True)
+class PassRunner:
+    """What every streamed pass of an audit runs on: the executor, the worker's model, the
+    samples' images, the pass batch size and the audit seed."""
+
+    executor: Executor
+    model: WorkerModel
+    images: ImageSource
+    batch_size: int
+    seed: int
 
 
-def run_probe(
-    probe: Probe,
-    scan: OcclusionMap | None,
-    executor: Executor,
-    model: WorkerModel,
-    samples: SampleSet,
-    base: RelevancePass,
-    channels: ChannelTable,
-    random_sets: list[list[int]],
-    config: AuditConfig,
-) -> tuple[ProbeResult, LayerPass]:
-    """One probe and its neutral twin, a streamed pass each; also returns the probed pass for
-    the per-class activation statistics. The probe runs once per image: the probed pass
-    records each image's change norm, which sizes its neutral twin."""
-    name = probe.label
-    run = {"executor": executor, "model": model, "images": samples.images,
-           "batch_size": config.pass_batch_size}
-    probed_pass, extra = layer_pass(
-        task=ForwardTask(f"probe {name}", ProbeTransform(probe, config.seed)), **run
+def relevance_stage(runner: PassRunner, samples: SampleSet, config: AuditConfig) -> RelevancePass:
+    """The relevance pass at the audited layer, for the configured explained class."""
+    targets = samples.labels if config.relevance.target == "label" else None
+    return relevance_pass(
+        runner.executor, runner.model, runner.images, targets, runner.batch_size,
+        gallery_size=config.gallery.samples_per_channel,
     )
-    sizes = extra["change_norm"]
-    neutral_pass, _ = layer_pass(
-        task=ForwardTask(f"neutral twin of {name}", NeutralTransform(sizes, config.seed)), **run
-    )
-    shift = probe_shift(name, base, probed_pass, None, channels.top_k, random_sets)
-    result = ProbeResult(
-        name=name,
-        probed=condition_metrics(probed_pass.logits, base.logits, samples.labels, samples.groups),
-        neutral=condition_metrics(neutral_pass.logits, base.logits, samples.labels, samples.groups),
-        perturbation_norm=float(sizes.mean()),
-        top_k_activation_drop=shift.top_k_activation_drop,
-        random_k_activation_drops=shift.random_k_activation_drops,
-        occlusion=scan,
-    )
-    return result, probed_pass
 
 
-def probe_shift(
-    name: str,
-    base: LayerPass,
-    probed: LayerPass,
-    index: torch.Tensor | None,
-    top_k: list[int],
-    random_sets: list[list[int]],
-) -> ProbeShift:
-    """Relative activation drop of the top-k and of each random set, over samples `index`."""
-    before, after = base.channel_means(index), probed.channel_means(index)
-    return ProbeShift(
-        probe=name,
-        top_k_activation_drop=relative_drop(before, after, top_k),
-        random_k_activation_drops=[relative_drop(before, after, s) for s in random_sets],
-    )
+def top_k_size(n_channels: int, config: AuditConfig) -> int:
+    k = config.channels.top_k or max(1, round(config.channels.top_k_fraction * n_channels))
+    if 2 * k > n_channels:
+        raise ConfigError(
+            f"channels.top_k = {k} leaves fewer than k of the {n_channels} channels for random-k",
+            f"use top_k <= {n_channels // 2}",
+        )
+    return k
 
 
 @dataclass(frozen=True)
@@ -148,15 +116,189 @@ def class_channels(class_index: int, base: RelevancePass, k: int, config: AuditC
     return ClassChannels(class_index, index, relevance, top, bottom, random_sets, seed)
 
 
-def analyse_class(
-    plan: ClassChannels,
-    logits_of: LogitsOf,
+@dataclass(frozen=True)
+class ChannelPlan:
+    """The ranked channels of the layer and every channel set the audit measures: random sets
+    beside the top-k, the per-class rankings, and the dose-response sets."""
+
+    channels: ChannelTable
+    random_sets: list[list[int]]
+    classes: list[ClassChannels]
+    doses: list[DoseSets]
+
+    @property
+    def conditions(self) -> list[Condition]:
+        """Every dropout condition of the plan (one pass runs them all)."""
+        channels = self.channels
+        return [
+            *(Condition(tuple(d)) for d in dropout_conditions(channels.top_k, channels.bottom_k, self.random_sets)),
+            *(Condition(tuple(d)) for point in self.doses for d in point.drops),
+            *(c for plan in self.classes for c in plan.conditions),
+        ]
+
+
+def channel_plan(base: RelevancePass, layer: str, config: AuditConfig) -> ChannelPlan:
+    """Rank the channels by mean relevance, draw the random sets, and plan the classes
+    predicted at least `channels.min_class_samples` times and the dose-response points."""
+    relevance = base.channel_relevance.mean(dim=0).numpy().astype(float)
+    k = top_k_size(len(relevance), config)
+    top, bottom = rank_channels(relevance, k)
+    channels = ChannelTable(
+        layer=layer,
+        method=f"lrp:{config.relevance.composite}",
+        relevance=[float(r) for r in relevance],
+        top_k=top,
+        bottom_k=bottom,
+    )
+    random_sets = random_channel_sets(
+        len(relevance), k, exclude=top, repeats=config.dropout.random_repeats, seed=config.seed
+    )
+    counts = torch.bincount(base.logits.argmax(dim=1), minlength=base.logits.shape[1])
+    classes = [
+        class_channels(c, base, k, config)
+        for c in range(len(counts))
+        if counts[c] >= config.channels.min_class_samples
+    ]
+    doses = dose_sets(
+        relevance, dose_ks(len(relevance), config.dropout.dose_response_fractions),
+        random_repeats=config.dropout.dose_response_random_repeats, seed=config.seed,
+    ) if config.dropout.dose_response_fractions else []
+    return ChannelPlan(channels, random_sets, classes, doses)
+
+
+@dataclass(frozen=True)
+class DropoutOutcome:
+    """The dropout validation of the global top-k, the dose response, and the logits of every
+    condition (the per-class analysis reads its own)."""
+
+    table: DropoutTable
+    dose_response: DoseResponse | None
+    logits: DropoutLogits
+
+
+def dropout_stage(
+    runner: PassRunner, samples: SampleSet, base: RelevancePass, plan: ChannelPlan, config: AuditConfig
+) -> DropoutOutcome:
+    """Every dropout condition of the plan in one pass, then the global validation and the
+    dose response."""
+    predicted = base.logits.argmax(dim=1)
+    dropped = dropout_pass(
+        runner.executor, runner.model, runner.images, plan.conditions, predicted.numpy(),
+        base.logits.shape[1], runner.batch_size,
+    )
+    statistics = {
+        "seed": config.seed, "n_boot": config.dropout.bootstrap_replicates,
+        "confidence": config.dropout.confidence,
+    }
+    channels = plan.channels
+    table = dropout_validation(
+        dropped.of(None), samples.labels,
+        top_k=channels.top_k, bottom_k=channels.bottom_k, random_sets=plan.random_sets, **statistics,
+    )
+    dose = (
+        dose_response(dropped.of(None), samples.labels, plan.doses, len(channels.relevance), **statistics)
+        if plan.doses else None
+    )
+    return DropoutOutcome(table, dose, dropped)
+
+
+@dataclass(frozen=True)
+class PlacedProbe:
+    """A probe to run as one transform, with the occlusion map that placed it (a scanning
+    `patch_occlusion` runs at its worst cell)."""
+
+    probe: Probe
+    occlusion: OcclusionMap | None = None
+
+
+def occlusion_scan(runner: PassRunner, base: LayerPass, probe: PatchOcclusion) -> OcclusionMap:
+    """The patch-occlusion map of `probe`'s grid over every sample, in one streamed pass."""
+    task = OcclusionTask(probe, base.logits.numpy())
+    out = runner.executor.run(task, runner.model, runner.images, runner.batch_size)
+    return occlusion_summary(out["margin_lost"], out["flipped"], probe)
+
+
+def place_probe(probe: Probe, runner: PassRunner, base: LayerPass) -> PlacedProbe:
+    """A scanning `patch_occlusion` (no cell) scanned and placed at its worst cell; any other
+    probe as it is."""
+    if isinstance(probe, PatchOcclusion) and probe.scans:
+        occlusion = occlusion_scan(runner, base, probe)
+        return PlacedProbe(probe.at(occlusion.worst_cell), occlusion)
+    return PlacedProbe(probe)
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """One placed probe and what its passes run on and its effect is measured against: the
+    relevance pass, the samples' labels and groups, the top-k and the random channel sets."""
+
+    placed: PlacedProbe
+    runner: PassRunner
+    base: RelevancePass
+    samples: SampleSet
+    top_k: list[int]
+    random_sets: list[list[int]]
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """A probe's result and its probed pass (the per-class activation statistics read it)."""
+
+    probe: Probe
+    result: ProbeResult
+    probed: LayerPass
+
+
+def run_probe(job: ProbeJob) -> ProbeRun:
+    """One probe and its neutral twin, a streamed pass each, then their effect. The probe runs
+    once per image: the probed pass records each image's change norm, which sizes its neutral
+    twin."""
+    probe, runner = job.placed.probe, job.runner
+    name = probe.label
+    run = {"executor": runner.executor, "model": runner.model, "images": runner.images,
+           "batch_size": runner.batch_size}
+    probed_pass, extra = layer_pass(
+        task=ForwardTask(f"probe {name}", ProbeTransform(probe, runner.seed)), **run
+    )
+    sizes = extra["change_norm"]
+    neutral_pass, _ = layer_pass(
+        task=ForwardTask(f"neutral twin of {name}", NeutralTransform(sizes, runner.seed)), **run
+    )
+    shift = probe_shift(
+        name, job.base.channel_means(), probed_pass.channel_means(), job.top_k, job.random_sets
+    )
+    result = probe_result(
+        name, job.base.logits, probed_pass.logits, neutral_pass.logits,
+        job.samples.labels, job.samples.groups, sizes, shift, job.placed.occlusion,
+    )
+    return ProbeRun(probe, result, probed_pass)
+
+
+def probe_stage(
+    runner: PassRunner,
     samples: SampleSet,
     base: RelevancePass,
-    probed: dict[str, LayerPass],
+    plan: ChannelPlan,
+    entries: list,
+) -> list[ProbeRun]:
+    """Each configured probe entry built, placed and run with its neutral twin."""
+    placed = [place_probe(build_probe(entry), runner, base) for entry in entries]
+    return [
+        run_probe(ProbeJob(p, runner, base, samples, plan.channels.top_k, plan.random_sets))
+        for p in placed
+    ]
+
+
+def analyse_class(
+    plan: ClassChannels,
+    dropped: DropoutLogits,
+    samples: SampleSet,
+    base: RelevancePass,
+    probes: list[ProbeRun],
     config: AuditConfig,
 ) -> ClassAnalysis:
-    """Validate and probe the channels of one class (`logits_of`: its samples' dropout logits)."""
+    """Validate and probe the channels of one class (its samples' dropout logits from
+    `dropped`, its activation shifts from each probe's probed pass)."""
     names = samples.class_names
     c = plan.class_index
     return ClassAnalysis(
@@ -167,13 +309,53 @@ def analyse_class(
         top_k=plan.top_k,
         bottom_k=plan.bottom_k,
         dropout=dropout_validation(
-            logits_of, samples.labels[plan.index.numpy()],
+            dropped.of(c), samples.labels[plan.index.numpy()],
             top_k=plan.top_k, bottom_k=plan.bottom_k, random_sets=plan.random_sets,
             seed=plan.seed,
             n_boot=config.dropout.bootstrap_replicates, confidence=config.dropout.confidence,
         ),
         probe_shifts=[
-            probe_shift(name, base, p, plan.index, plan.top_k, plan.random_sets)
-            for name, p in probed.items()
+            probe_shift(
+                run.result.name, base.channel_means(plan.index), run.probed.channel_means(plan.index),
+                plan.top_k, plan.random_sets,
+            )
+            for run in probes
         ],
+    )
+
+
+def class_stage(
+    samples: SampleSet,
+    base: RelevancePass,
+    plan: ChannelPlan,
+    dropout: DropoutOutcome,
+    probes: list[ProbeRun],
+    config: AuditConfig,
+) -> list[ClassAnalysis]:
+    """The per-class analysis of every planned class."""
+    return [analyse_class(c, dropout.logits, samples, base, probes, config) for c in plan.classes]
+
+
+def finding_thresholds(thresholds: Thresholds) -> FindingThresholds:
+    """The config's `thresholds` as the findings' parameters."""
+    return FindingThresholds(
+        dropout_effect=thresholds.dropout_effect,
+        probe_excess_flip=thresholds.probe_excess_flip,
+        activation_collapse=thresholds.activation_collapse,
+    )
+
+
+def finding_stage(
+    plan: ChannelPlan,
+    dropout: DropoutOutcome,
+    probes: list[ProbeRun],
+    classes: list[ClassAnalysis],
+    config: AuditConfig,
+) -> list[Finding]:
+    """The findings the layer's evidence supports; `spurious_channels` only under the probes
+    the config declares non-semantic."""
+    non_semantic = [run.probe.label for run in probes if run.probe.name in config.probes.non_semantic]
+    return derive_findings(
+        plan.channels, dropout.table, [run.result for run in probes], classes,
+        finding_thresholds(config.thresholds), non_semantic,
     )

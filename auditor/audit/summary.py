@@ -5,9 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from auditor.audit.pipeline import AuditOutcome
 from auditor.config import AuditConfig
-from auditor.results import ConditionMetrics
+from auditor.results import AuditOutcome, ConditionMetrics
 from auditor.store.migrate import display_url
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}

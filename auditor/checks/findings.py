@@ -12,13 +12,12 @@ A validated top-k set alone is evidence, not a finding: every model relies on so
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from auditor.checks.statistics import effect_size
-from auditor.config import Thresholds
 from auditor.results import (
     ChannelTable,
     ClassAnalysis,
@@ -28,6 +27,18 @@ from auditor.results import (
     ProbeShift,
     Severity,
 )
+
+
+@dataclass(frozen=True)
+class FindingThresholds:
+    """When evidence is a finding (the config's `thresholds`): the top-k margin drop beyond the
+    random mean that validates a channel set, the flip rate beyond the neutral twin's that
+    makes a probe sensitive, and the activation collapse of validated channels under a
+    non-semantic probe."""
+
+    dropout_effect: float
+    probe_excess_flip: float
+    activation_collapse: float
 
 
 def _severity(excess: float) -> Severity:
@@ -54,7 +65,7 @@ def dropout_effect(dropout: DropoutTable) -> dict[str, Any]:
     }
 
 
-def validated(dropout: DropoutTable, thresholds: Thresholds) -> bool:
+def validated(dropout: DropoutTable, thresholds: FindingThresholds) -> bool:
     """Top-k dropout hurts far more than random-k: by at least `dropout_effect` of the margin,
     and more than every random set."""
     effect = dropout_effect(dropout)
@@ -64,7 +75,7 @@ def validated(dropout: DropoutTable, thresholds: Thresholds) -> bool:
     )
 
 
-def probe_sensitivity(probe: ProbeResult, dropout: DropoutTable, thresholds: Thresholds) -> Finding | None:
+def probe_sensitivity(probe: ProbeResult, dropout: DropoutTable, thresholds: FindingThresholds) -> Finding | None:
     excess = probe.probed.flip_rate - probe.neutral.flip_rate
     if excess < thresholds.probe_excess_flip:
         return None
@@ -94,7 +105,7 @@ def spurious_channels(
     analysis: ClassAnalysis,
     shift: ProbeShift,
     layer: str,
-    thresholds: Thresholds,
+    thresholds: FindingThresholds,
     probe_flagged: bool,
 ) -> Finding | None:
     """The validated top-k channels of one predicted class collapse under a probe that removes a
@@ -135,7 +146,7 @@ def derive_findings(
     dropout: DropoutTable,
     probes: list[ProbeResult],
     classes: list[ClassAnalysis],
-    thresholds: Thresholds,
+    thresholds: FindingThresholds,
     non_semantic: list[str],
 ) -> list[Finding]:
     """Every finding the evidence supports: per probe its sensitivity, then per class the

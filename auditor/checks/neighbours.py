@@ -20,7 +20,6 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import faiss
@@ -30,7 +29,6 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 IndexSetting = Literal["auto", "flat", "ivf", "hnsw"]
 HNSW_LINKS = 32
 HNSW_EF_SEARCH = 128
-INDEX_FILE = "index.faiss"
 
 
 @dataclass(frozen=True)
@@ -43,21 +41,6 @@ class IndexHandle:
     @property
     def size(self) -> int:
         return int(self.index.ntotal)
-
-    def save(self, path: Path) -> Path:
-        """Write the index (with its search parameters) to `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(path))
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> IndexHandle:
-        index = faiss.read_index(str(path))
-        if isinstance(index, faiss.IndexHNSWFlat):
-            return cls(index, "hnsw")
-        if isinstance(index, faiss.IndexIVFFlat):
-            return cls(index, "ivf")
-        return cls(index, "flat")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ samples with the same prediction but a different strategy. An audit's samples ca
 `reference` (validation / training data the model is known to handle) or `production` (the
 audited traffic).
 
-1. Embeddings `e_i`: pooled activations of a layer (`auditor.artefacts.embeddings`), in the configured
-   metric.
+1. Embeddings `e_i`: pooled activations of a layer (`auditor.checks.embedding_space`), in the
+   configured metric.
 2. Clusters (spectral clustering as in SpRAy; Ng, Jordan, Weiss 2001): the symmetric graph `A`
    of each sample's `graph_neighbours` nearest samples (FAISS), its normalised Laplacian
    `L = I - D^-1/2 A D^-1/2` with eigenvalues `l_1 <= l_2 <= ...`; `k = argmax_{2<=k<=k_max}
@@ -38,263 +38,45 @@ audited traffic).
    `min_confidence`, and either `distance_ratio >= thresholds.distance_ratio` (far from what the
    model was validated on) or `profile_distance >= thresholds.profile_distance` (a different
    strategy). Severity high when both hold, else medium.
+
+Clustering is `auditor.checks.clustering`, the reference distances and per-cluster statistics
+`auditor.checks.clusters`; this module turns them into the clusters and findings of an audit.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import laplacian
-from scipy.sparse.linalg import eigsh
-from scipy.spatial.distance import jensenshannon
 
-from auditor.artefacts.embeddings import EmbeddingSpace, LayerEmbeddings, save_space
-from auditor.artefacts.maps import embedding_maps, save_maps
-from auditor.audit.passes import RelevancePass
-from auditor.checks.neighbours import (
-    INDEX_FILE,
-    IndexHandle,
-    build_index,
-    choose_kind,
-    nearest_other,
-    search,
+from auditor.checks.clustering import ClusteringParams, spectral_clusters
+from auditor.checks.clusters import (
+    ClusterStats,
+    SubclassSamples,
+    cluster_stats,
+    reference_distances,
 )
-from auditor.config import AuditConfig, SampleSource, SubclassSettings, SubclassThresholds
-from auditor.data.samples import SampleSet
-from auditor.results import ArtefactRef, ClusterSummary, Finding, SubclassResult
-
-MIN_SAMPLES = 20
-"""Fewer samples than this are not clustered."""
-#: seeded k-means restarts on the spectral embedding, the best objective kept: one start can
-#: put two centroids on one tight cluster and merge two others (seen with faiss 1.15)
-KMEANS_RESTARTS = 10
-LAPLACIAN_SHIFT = -1e-3
-"""Shift-invert point below the Laplacian's spectrum (>= 0): `L - shift I` factorises."""
-
-
-def reference_mask(samples: SampleSet, sources: list[SampleSource]) -> np.ndarray:
-    """Per sample: does its sample set have the role `reference`?"""
-    roles = {s.name: s.role for s in sources}
-    return np.array([roles.get(name) == "reference" for name in samples.set_names], dtype=bool)
+from auditor.checks.embedding_space import EmbeddingSpace
+from auditor.checks.neighbours import IndexHandle
+from auditor.results import ClusterSummary, Finding
 
 
 @dataclass(frozen=True)
-class Clustering:
-    """Cluster of each sample (0 = largest), the number of clusters and the smallest
-    eigenvalues of the graph Laplacian (`k_max + 1` of them)."""
+class SubclassCriteria:
+    """When a cluster is an `unlabeled_subclass` (point 5 above; the config's
+    `subclasses.thresholds`)."""
 
-    assignment: np.ndarray
-    k: int
-    eigenvalues: list[float]
-
-
-def _subsample(n: int, size: int, seed: int) -> np.ndarray:
-    if n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
-def _graph(index: IndexHandle, x: np.ndarray, neighbours: int) -> sparse.csr_matrix:
-    """Symmetric 0/1 adjacency of each row's `neighbours` nearest other rows."""
-    found = search(index, x, neighbours + 1)
-    rows = np.repeat(np.arange(len(x)), found.indices.shape[1])
-    cols = found.indices.ravel()
-    keep = (cols >= 0) & (cols != rows)
-    adjacency = sparse.csr_matrix(
-        (np.ones(keep.sum()), (rows[keep], cols[keep])), shape=(len(x), len(x))
-    )
-    return ((adjacency + adjacency.T) > 0).astype(np.float64)
-
-
-def eigengap_k(eigenvalues: np.ndarray, k_max: int) -> int:
-    """`argmax_{2<=k<=k_max} (l_{k+1} - l_k)` over ascending eigenvalues `l_1, l_2, ...`."""
-    gaps = np.diff(eigenvalues[: k_max + 1])  # gaps[j] = l_{j+2} - l_{j+1}
-    return int(np.argmax(gaps[1:k_max])) + 2
-
-
-def spectral_clusters(
-    x: np.ndarray, settings: SubclassSettings, seed: int, index: IndexHandle
-) -> Clustering:
-    """Spectral clusters of the rows of `x` (N >= MIN_SAMPLES); `index` indexes all of `x`
-    (a subsample gets its own)."""
-    rows = _subsample(len(x), settings.cluster_samples, seed)
-    clustered = x[rows]
-    if len(rows) < len(x):
-        kind = choose_kind(len(rows), settings.index, settings.index_threshold)
-        index = build_index(clustered, kind, seed=seed)
-    neighbours = min(settings.graph_neighbours, len(rows) - 1)
-    n_eigen = min(settings.k_max + 1, len(rows) - 1)
-    lap = laplacian(_graph(index, clustered, neighbours), normed=True)
-    v0 = np.random.default_rng(seed).random(len(rows))
-    values, vectors = eigsh(lap, k=n_eigen, sigma=LAPLACIAN_SHIFT, which="LM", v0=v0)
-    order = np.argsort(values)
-    values, vectors = values[order], vectors[:, order]
-    k = settings.k or eigengap_k(values, n_eigen - 1)
-    k = min(k, n_eigen)
-    spectral = vectors[:, :k]
-    spectral = np.ascontiguousarray(
-        spectral / np.maximum(np.linalg.norm(spectral, axis=1, keepdims=True), 1e-12),
-        dtype=np.float32,
-    )
-    kmeans = faiss.Kmeans(
-        k, k, niter=settings.kmeans_iterations, seed=seed, min_points_per_centroid=1,
-        nredo=KMEANS_RESTARTS,
-    )
-    kmeans.train(spectral)
-    labels = kmeans.index.search(spectral, 1)[1][:, 0]
-    assignment = np.empty(len(x), dtype=np.int64)
-    assignment[rows] = labels
-    others = np.setdiff1d(np.arange(len(x)), rows)
-    if len(others):  # `index` holds the clustered rows only
-        assignment[others] = labels[search(index, x[others], 1).indices[:, 0]]
-    return Clustering(_by_size(assignment), k, [float(v) for v in values])
-
-
-def _by_size(assignment: np.ndarray) -> np.ndarray:
-    """Renumber clusters by size, largest first (ties: the one holding the lower row first)."""
-    ids, first, sizes = np.unique(assignment, return_index=True, return_counts=True)
-    order = np.lexsort((first, -sizes))
-    renumber = np.empty(ids.max() + 1, dtype=np.int64)
-    renumber[ids[order]] = np.arange(len(ids))
-    return renumber[assignment]
-
-
-@dataclass(frozen=True)
-class ReferenceDistances:
-    """Per sample: distance `d_i` to the nearest reference sample of its predicted class
-    (leave-one-out for reference samples; NaN where that class has fewer than 2 reference
-    samples) and that sample's row `n(i)` (-1: none)."""
-
-    distance: np.ndarray
-    nearest: np.ndarray
-
-
-def reference_distances(
-    x: np.ndarray,
-    predicted: np.ndarray,
-    is_reference: np.ndarray,
-    settings: SubclassSettings,
-    seed: int,
-) -> ReferenceDistances:
-    distance = np.full(len(x), np.nan)
-    nearest = np.full(len(x), -1, dtype=np.int64)
-    for y in np.unique(predicted):
-        reference = np.flatnonzero(is_reference & (predicted == y))
-        if len(reference) < 2:
-            continue
-        kind = choose_kind(len(reference), settings.index, settings.index_threshold)
-        index = build_index(x[reference], kind, seed=seed)
-        own = nearest_other(index, x[reference])
-        others = np.flatnonzero(~is_reference & (predicted == y))
-        found = search(index, x[others], 1)
-        for rows, hits in ((reference, own), (others, found)):
-            ok = hits.indices[:, 0] >= 0
-            distance[rows[ok]] = hits.distances[ok, 0]
-            nearest[rows[ok]] = reference[hits.indices[ok, 0]]
-    return ReferenceDistances(distance, nearest)
-
-
-@dataclass(frozen=True)
-class ClusterStats:
-    """What one cluster holds (see the module docstring); None where undefined."""
-
-    cluster: int
-    size: int
-    n_reference: int
-    n_production: int
-    reference_share: float
-    predictions: dict[str, int]
-    class_index: int
-    class_name: str
-    prediction_share: float
-    confidence: float
-    n_labelled: int
-    label_purity: float | None
-    error_rate: float | None
-    member_distance: float | None
-    reference_distance: float | None
-    reference_members_distance: float | None
-    distance_ratio: float | None
-    profile_distance: float | None
-
-
-def _median(values: np.ndarray) -> float | None:
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if len(values) else None
-
-
-def _js(p: np.ndarray, q: np.ndarray) -> float | None:
-    if p.sum() <= 0 or q.sum() <= 0:
-        return None
-    return float(jensenshannon(p, q, base=2))
-
-
-@dataclass(frozen=True)
-class _Audit:
-    """Per-sample arrays the cluster statistics read."""
-
-    space: EmbeddingSpace
-    x: np.ndarray
-    is_reference: np.ndarray
-    confidence: np.ndarray
-    relevance: np.ndarray
-    refs: ReferenceDistances
-
-    def class_profile(self, y: int) -> np.ndarray | None:
-        rows = self.is_reference & (self.space.predicted == y)
-        return self.relevance[rows].mean(axis=0) if rows.any() else None
-
-
-def cluster_stats(cluster: int, members: np.ndarray, audit: _Audit) -> ClusterStats:
-    space, is_ref = audit.space, audit.is_reference[members]
-    predicted = space.predicted[members]
-    counts = np.bincount(predicted)
-    y = int(counts.argmax())
-    of_y = members[predicted == y]
-    labels = space.labels[members]
-    labelled = labels >= 0
-    production_y = of_y[~audit.is_reference[of_y]]
-    member_distance = _median(audit.refs.distance[production_y])
-    nearest = audit.refs.nearest[production_y]
-    reference_distance = _median(audit.refs.distance[nearest[nearest >= 0]])
-    profile = audit.class_profile(y)
-    return ClusterStats(
-        cluster=cluster,
-        size=len(members),
-        n_reference=int(is_ref.sum()),
-        n_production=int((~is_ref).sum()),
-        reference_share=float(is_ref.mean()),
-        predictions={space.class_name(c): int(n) for c, n in enumerate(counts) if n},
-        class_index=y,
-        class_name=space.class_name(y),
-        prediction_share=float(counts[y] / len(members)),
-        confidence=float(audit.confidence[of_y].mean()),
-        n_labelled=int(labelled.sum()),
-        label_purity=float(np.bincount(labels[labelled]).max() / labelled.sum())
-        if labelled.any()
-        else None,
-        error_rate=float((predicted[labelled] != labels[labelled]).mean())
-        if labelled.any()
-        else None,
-        member_distance=member_distance,
-        reference_distance=reference_distance,
-        reference_members_distance=_median(audit.refs.distance[of_y[audit.is_reference[of_y]]]),
-        distance_ratio=member_distance / max(reference_distance, 1e-12)
-        if member_distance is not None and reference_distance is not None
-        else None,
-        profile_distance=None
-        if profile is None
-        else _js(audit.relevance[of_y].mean(axis=0), profile),
-    )
+    min_cluster_size: int
+    max_reference_share: float
+    min_prediction_share: float
+    min_confidence: float
+    distance_ratio: float
+    profile_distance: float
 
 
 def subclass_signals(
-    stats: ClusterStats, overall_reference_share: float, thresholds: SubclassThresholds
+    stats: ClusterStats, overall_reference_share: float, thresholds: SubclassCriteria
 ) -> list[str]:
     """Why a cluster is an unlabeled subclass: "distance" (far from the reference samples of
     its class) and / or "strategy" (a different relevance profile); [] when it is not one
@@ -318,8 +100,8 @@ def subclass_signals(
 def subclass_finding(
     stats: ClusterStats,
     members: np.ndarray,
-    audit: _Audit,
-    thresholds: SubclassThresholds,
+    audit: SubclassSamples,
+    thresholds: SubclassCriteria,
     max_ids: int,
 ) -> Finding | None:
     """An `unlabeled_subclass` finding for a cluster that shows a signal, else None. Evidence
@@ -362,7 +144,7 @@ def subclass_finding(
             "members": [space.ids[i] for i in shown],
             "nearest_reference": [space.ids[i] if i >= 0 else None for i in nearest],
             "member_distances": [float(audit.refs.distance[i]) for i in shown],
-            "thresholds": thresholds.model_dump(),
+            "thresholds": asdict(thresholds),
         },
     )
 
@@ -372,94 +154,55 @@ def _evidence(stats: ClusterStats) -> dict[str, Any]:
     return {k: v for k, v in asdict(stats).items() if k not in ("cluster", "size")}
 
 
-def subclass_check(
-    samples: SampleSet,
-    base: RelevancePass,
-    config: AuditConfig,
-    artifact_dir: Path,
-    *,
-    embeddings: LayerEmbeddings,
-) -> SubclassResult:
-    """Cluster the samples' embeddings, describe every cluster, flag unlabeled subclasses, and
-    write embeddings, sample ids, the FAISS index of all samples and the maps to
-    `artifact_dir`."""
-    settings = config.subclasses
-    probabilities = base.logits.softmax(dim=1).numpy()
-    is_reference = reference_mask(samples, config.samples)
-    space = EmbeddingSpace(
-        layer=embeddings.layer,
-        metric=settings.metric,
-        vectors=embeddings.vectors,
-        ids=samples.ids,
-        sets=samples.set_names,
-        roles=["reference" if r else "production" for r in is_reference],
-        labels=samples.labels,
-        predicted=probabilities.argmax(axis=1),
-        class_names=samples.class_names,
-    )
+@dataclass(frozen=True)
+class SubclassAnalysis:
+    """The clusters of an audit's samples, described, and the unlabeled subclasses among them."""
+
+    k: int
+    eigenvalues: list[float]
+    clusters: list[ClusterSummary]
+    findings: list[Finding]
+
+
+def subclass_analysis(
+    space: EmbeddingSpace,
+    index: IndexHandle,
+    is_reference: np.ndarray,
+    probabilities: np.ndarray,
+    relevance: np.ndarray,
+    clustering: ClusteringParams,
+    criteria: SubclassCriteria,
+    max_ids: int,
+    seed: int,
+) -> SubclassAnalysis:
+    """Cluster the prepared embeddings of `space` (indexed by `index`), describe every cluster
+    and flag the unlabeled subclasses (`max_ids` members named per finding); `probabilities`
+    (N x classes) are the softmax of the logits, `relevance` the per-sample channel relevance."""
     x = space.prepared()
-    kind = choose_kind(len(x), settings.index, settings.index_threshold)
-    index = build_index(x, kind, seed=config.seed)
-    artefacts = [
-        *save_space(space, artifact_dir, settings.float16_above),
-        ArtefactRef("embedding_index", str(index.save(artifact_dir / INDEX_FILE).absolute())),
-    ]
-    if len(x) < MIN_SAMPLES:
-        note = f"{len(x)} samples: at least {MIN_SAMPLES} are needed for clusters and maps"
-        return SubclassResult(space.layer, space.metric, 0, [], [], [], [], artefacts, note)
-    maps = embedding_maps(x, settings.maps, seed=config.seed, max_samples=settings.map_samples)
-    artefacts += save_maps(maps, artifact_dir)
-    clustering = spectral_clusters(x, settings, config.seed, index)
-    audit = _Audit(
+    clusters_found = spectral_clusters(x, clustering, seed, index)
+    samples = SubclassSamples(
         space=space,
         x=x,
         is_reference=is_reference,
         confidence=probabilities.max(axis=1),
-        relevance=base.channel_relevance.numpy().astype(np.float64),
-        refs=reference_distances(x, space.predicted, is_reference, settings, config.seed),
+        relevance=relevance,
+        refs=reference_distances(
+            x, space.predicted, is_reference, clustering.index, clustering.index_threshold, seed
+        ),
     )
     clusters, findings = [], []
-    for cluster in range(clustering.assignment.max() + 1):
-        members = np.flatnonzero(clustering.assignment == cluster)
-        stats = cluster_stats(cluster, members, audit)
+    for cluster in range(clusters_found.assignment.max() + 1):
+        members = np.flatnonzero(clusters_found.assignment == cluster)
+        stats = cluster_stats(cluster, members, samples)
         clusters.append(
             ClusterSummary(
                 cluster=cluster,
                 size=stats.size,
-                relevance_profile=[float(v) for v in audit.relevance[members].mean(axis=0)],
+                relevance_profile=[float(v) for v in samples.relevance[members].mean(axis=0)],
                 evidence=_evidence(stats),
             )
         )
-        finding = subclass_finding(
-            stats, members, audit, settings.thresholds, settings.evidence_samples
-        )
+        finding = subclass_finding(stats, members, samples, criteria, max_ids)
         if finding:
             findings.append(finding)
-    note = None
-    if not is_reference.any():
-        note = "no reference samples (samples[].role: reference): clusters only, no findings"
-    return SubclassResult(
-        layer=space.layer,
-        metric=space.metric,
-        k=clustering.k,
-        eigenvalues=clustering.eigenvalues,
-        clusters=clusters,
-        findings=findings,
-        maps=maps,
-        artefacts=artefacts,
-        note=note,
-    )
-
-
-def report_section(result: SubclassResult) -> dict[str, Any]:
-    """The report's `subclasses` entry (findings are in the report's `findings`)."""
-    return {
-        "layer": result.layer,
-        "metric": result.metric,
-        "k": result.k,
-        "eigenvalues": result.eigenvalues,
-        "clusters": [asdict(c) for c in result.clusters],
-        "maps": [m.method for m in result.maps],
-        "artefacts": [asdict(a) for a in result.artefacts],
-        "note": result.note,
-    }
+    return SubclassAnalysis(clusters_found.k, clusters_found.eigenvalues, clusters, findings)

@@ -45,7 +45,7 @@ def audit(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Run one audit of the model and samples named in CONFIG and store its findings."""
-    from auditor.audit.pipeline import run_audit
+    from auditor.audit.lifecycle import run_audit
     from auditor.audit.summary import print_summary
     from auditor.config import load_config
     from auditor.execution import progress
@@ -59,7 +59,7 @@ def audit(
 @app.command()
 def layers(config: ConfigOption) -> None:
     """List the module paths of the configured model that can be audited."""
-    from auditor.audit.pipeline import build_graph
+    from auditor.audit.resolve import build_graph
     from auditor.config import load_config
     from auditor.data.samples import load_samples
     from auditor.tracking.resolve import load_model

@@ -52,8 +52,14 @@ def neighbours(
     ] = None,
 ) -> None:
     """List the K samples of an audit nearest to SAMPLE in the audited layer's embedding."""
-    from auditor.artefacts.embeddings import IDS_FILE, load_space
-    from auditor.checks.neighbours import INDEX_FILE, IndexHandle, search
+    from auditor.artefacts.embeddings import (
+        IDS_FILE,
+        INDEX_FILE,
+        load_index,
+        load_space,
+        sample_row,
+    )
+    from auditor.checks.neighbours import search
     from auditor.config import AuditConfig, default_store_url, load_config
 
     if config is not None:
@@ -69,8 +75,8 @@ def neighbours(
             "audit with subclasses.enabled: true, or pass --config with the audit's artifacts_dir",
         )
     space = load_space(folder)
-    row = space.row(sample)
-    found = search(IndexHandle.load(folder / INDEX_FILE), space.prepared()[[row]], k + 1)
+    row = sample_row(space, sample)
+    found = search(load_index(folder / INDEX_FILE), space.prepared()[[row]], k + 1)
     hits = [
         (int(i), float(d))
         for i, d in zip(found.indices[0], found.distances[0])

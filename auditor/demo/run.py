@@ -18,7 +18,7 @@ import torch
 from mlflow import MlflowClient
 from rich.console import Console
 
-from auditor.audit.pipeline import run_audit
+from auditor.audit.lifecycle import run_audit
 from auditor.audit.summary import print_summary
 from auditor.config import AuditConfig, ModelSource, Preprocess, SampleSource
 from auditor.demo.scenario import make_counterfeit_data

@@ -212,7 +212,7 @@ def _in_child(config: AuditConfig, report_path: Path | None, shutdown: Shutdown)
 def _audit_process(config: AuditConfig, report_path: Path | None, send: Connection) -> None:
     """Body of the audit process: Ctrl-C is the daemon's to handle; SIGTERM stops the audit,
     which `run_audit` then records as cancelled."""
-    from auditor.audit.pipeline import run_audit
+    from auditor.audit.lifecycle import run_audit
     from auditor.execution import progress  # only the audit process needs the pipeline
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlflow.entities import LoggedModelInput, Metric, Param
 from mlflow.exceptions import MlflowException
@@ -38,11 +38,8 @@ from mlflow.tracking import MlflowClient
 
 from auditor.audit.report import build_report
 from auditor.config import AuditConfig
-from auditor.results import ModelRef
+from auditor.results import AuditOutcome, ModelRef
 from auditor.tracking.resolve import check_tracking_server
-
-if TYPE_CHECKING:  # the pipeline calls log_audit: a run-time import would be circular
-    from auditor.audit.pipeline import AuditOutcome
 
 logger = logging.getLogger(__name__)
 

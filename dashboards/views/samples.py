@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from auditor.artefacts.embeddings import load_index, sample_row
 from auditor.checks.neighbours import IndexHandle
 from auditor.errors import AuditorError
 from auditor.relevance import composites, methods
@@ -31,7 +32,7 @@ def feature_space(
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def stored_index(path: str) -> IndexHandle:
-    return IndexHandle.load(path)
+    return load_index(path)
 
 
 def nearest_rows(
@@ -48,7 +49,7 @@ def nearest_rows(
     hits = inference.nearest(
         stored_index(str(stored.index_path)),
         vectors,
-        stored.space.row(model.samples.ids[row]),
+        sample_row(stored.space, model.samples.ids[row]),
         NEIGHBOURS,
     )
     return [(rows[stored.space.ids[i]], d) for i, d in hits if stored.space.ids[i] in rows]

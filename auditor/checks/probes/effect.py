@@ -1,10 +1,15 @@
-"""A probe's effect on channel activations: the relative activation drop of a channel set."""
+"""A probe's effect: on the predictions, against its neutral twin, and on the activation of the
+top-k channels, against random channel sets."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+from auditor.checks.metrics import condition_metrics
+from auditor.results import OcclusionMap, ProbeResult, ProbeShift
 
 
 def relative_drop(original: torch.Tensor, probed: torch.Tensor, channels: Sequence[int]) -> float:
@@ -16,3 +21,43 @@ def relative_drop(original: torch.Tensor, probed: torch.Tensor, channels: Sequen
     before = float(original[index].sum())
     change = (before - float(probed[index].sum())) / max(abs(before), 1e-12)
     return min(1.0, max(-1.0, change))
+
+
+def probe_shift(
+    name: str,
+    before: torch.Tensor,
+    after: torch.Tensor,
+    top_k: list[int],
+    random_sets: list[list[int]],
+) -> ProbeShift:
+    """Relative activation drop of the top-k and of each random set, from the mean activation
+    per channel without (`before`) and with the probe (`after`)."""
+    return ProbeShift(
+        probe=name,
+        top_k_activation_drop=relative_drop(before, after, top_k),
+        random_k_activation_drops=[relative_drop(before, after, s) for s in random_sets],
+    )
+
+
+def probe_result(
+    name: str,
+    logits: torch.Tensor,
+    probed_logits: torch.Tensor,
+    neutral_logits: torch.Tensor,
+    labels: np.ndarray,
+    groups: Sequence[str] | None,
+    change_norms: np.ndarray,
+    shift: ProbeShift,
+    occlusion: OcclusionMap | None,
+) -> ProbeResult:
+    """The probe's and its neutral twin's metrics against the unmodified `logits`, the mean
+    size of the probe's change, and its activation shift (and occlusion map, for a scan)."""
+    return ProbeResult(
+        name=name,
+        probed=condition_metrics(probed_logits, logits, labels, groups),
+        neutral=condition_metrics(neutral_logits, logits, labels, groups),
+        perturbation_norm=float(change_norms.mean()),
+        top_k_activation_drop=shift.top_k_activation_drop,
+        random_k_activation_drops=shift.random_k_activation_drops,
+        occlusion=occlusion,
+    )

@@ -3,7 +3,6 @@ a scan over every cell."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -19,8 +18,9 @@ from auditor.results import OcclusionMap
 @dataclass(frozen=True)
 class PatchOcclusion(Probe):
     """Cell `cell` (row-major; rows `r * H // grid` to `(r + 1) * H // grid`, columns alike) set
-    to the fill. Without a cell the probe is a scan: `auditor.audit.passes.OcclusionTask` occludes every cell in turn,
-    and `place_probe` turns it into the probe of the cell with the largest effect."""
+    to the fill. Without a cell the probe is a scan: the audit's probe stage occludes every cell
+    in turn (`auditor.audit.passes.OcclusionTask`) and runs the probe of the cell with the
+    largest effect (`at(occlusion_summary(...).worst_cell)`)."""
 
     name = "patch_occlusion"
     description = "remove one patch: a cell of a grid x grid partition filled (scans all cells)"
@@ -35,6 +35,11 @@ class PatchOcclusion(Probe):
             raise ValueError(f"cell must be in [0, {self.grid**2}) for a grid of {self.grid}")
         check_fill(self.fill)
 
+    @property
+    def scans(self) -> bool:
+        """Without a cell: a scan of every cell, to be placed at its worst cell."""
+        return self.cell is None
+
     def cells(self) -> list[PatchOcclusion]:
         """The probe of every cell, row-major."""
         return [self.at(cell) for cell in range(self.grid**2)]
@@ -45,7 +50,7 @@ class PatchOcclusion(Probe):
     def __call__(self, images: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         if self.cell is None:
             raise ValueError(
-                "patch_occlusion without a cell scans the grid: use place_probe(), or set cell"
+                "patch_occlusion without a cell scans the grid: list it in an audit's probes, or set cell"
             )
         height, width = images.shape[-2:]
         row, col = divmod(self.cell, self.grid)
@@ -69,14 +74,3 @@ def occlusion_summary(lost: np.ndarray, flipped: np.ndarray, probe: PatchOcclusi
         worst_cell=int(np.argmax(drops)),
     )
 
-
-def place_probe(
-    probe: Probe, scan: Callable[[PatchOcclusion], OcclusionMap]
-) -> tuple[Probe, OcclusionMap | None]:
-    """The probe to run as one transform: a scanning `patch_occlusion` (no cell) becomes the
-    occlusion of its worst cell in the map `scan(probe)` makes, returned with it; any other
-    probe is returned as is."""
-    if isinstance(probe, PatchOcclusion) and probe.cell is None:
-        occlusion = scan(probe)
-        return probe.at(occlusion.worst_cell), occlusion
-    return probe, None
