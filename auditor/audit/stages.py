@@ -37,6 +37,7 @@ from auditor.checks.probes.base import Probe, build_probe
 from auditor.checks.probes.effect import probe_result, probe_shift
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
 from auditor.config import AuditConfig, Thresholds
+from auditor.config.analysis import ProbeEntry
 from auditor.data.images import ImageSource
 from auditor.data.samples import SampleSet
 from auditor.errors import ConfigError
@@ -279,7 +280,7 @@ def probe_stage(
     samples: SampleSet,
     base: RelevancePass,
     plan: ChannelPlan,
-    entries: list,
+    entries: list[ProbeEntry],
 ) -> list[ProbeRun]:
     """Each configured probe entry built, placed and run with its neutral twin."""
     placed = [place_probe(build_probe(entry), runner, base) for entry in entries]
