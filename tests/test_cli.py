@@ -4,12 +4,16 @@ audit stopped mid-way by SIGTERM or Ctrl-C (SIGINT) stored as cancelled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -305,3 +309,73 @@ def test_a_report_that_cannot_be_written_after_the_commit_keeps_the_audit(shortc
     assert audit.status == "succeeded" and audit.error is None and audit.findings
     files = [Path(a.uri) for a in audit.artefacts if a.kind != "report"]
     assert files and all(f.exists() for f in files)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serves(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes below `pid` (from /proc: each process's parent)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_to_the_dashboard_command_stops_streamlit(tmp_path):
+    """SIGTERM to `auditor dashboard` (what Kubernetes and compose send) stops Streamlit with
+    it: no Streamlit process of the command survives and the port closes."""
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    AuditStore(url).close()
+    port = _free_port()
+    command = subprocess.Popen(
+        [AUDITOR, "dashboard", "--db", url, "--port", str(port), "--host", "127.0.0.1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the process group, to clean up whatever survives
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _serves(port):
+            assert command.poll() is None, "the dashboard command exited before serving"
+            assert time.monotonic() < deadline, "the dashboard did not serve within 120 s"
+            time.sleep(0.5)
+        streamlit = {command.pid, *_descendants(command.pid)}
+        command.send_signal(signal.SIGTERM)
+        command.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in streamlit) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in streamlit if _alive(pid)], "streamlit outlived the command"
+        assert not _serves(port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(command.pid, signal.SIGKILL)
+        command.wait(timeout=10)

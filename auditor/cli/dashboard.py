@@ -1,13 +1,15 @@
 """`auditor dashboard`: the review dashboard (`dashboards/app.py`) under `streamlit run`.
 
 The database URL reaches the app as `AUDITOR_DB_URL`, the variable the auditor itself reads.
+After its checks the command replaces itself with Streamlit (`os.execve`, same pid), so the
+signals a supervisor sends the command (SIGTERM from Kubernetes or compose, Ctrl-C) reach
+Streamlit itself and no server outlives the command.
 The app lives beside the `auditor` package in a source checkout (it is not installed).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -64,4 +66,6 @@ def dashboard(
     AuditStore(url, auto_upgrade=False).close()  # fail here, in one line, on a bad database
     typer.echo(f"dashboard on http://{host}:{port} over {display_url(url)}")
     env = {**os.environ, "AUDITOR_DB_URL": url}
-    raise typer.Exit(subprocess.call(streamlit_command(APP, host, port), env=env))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, streamlit_command(APP, host, port), env)
