@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from auditor.config import default_store_url
+from auditor.config.locations import default_store_url
 from auditor.errors import AuditorError
 from auditor.store import AlertRow, AuditRow, AuditStore
 from dashboards import queries

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from auditor.config import ExecutorSettings
+from auditor.config.executor import ExecutorSettings
 from auditor.execution.base import BatchResult, Executor, PassTask
 from auditor.execution.local import LocalExecutor
 

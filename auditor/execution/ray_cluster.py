@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from auditor import errors
-from auditor.config import ExecutorSettings
+from auditor.config.executor import ExecutorSettings
 from auditor.data.images import ImageSource
 from auditor.errors import AuditorError, ConfigError
 from auditor.execution.base import BatchResult, Executor, M, PassTask

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import func, select, update
 
-from auditor.config import RetentionSettings
+from auditor.config.operations import RetentionSettings
 from auditor.store.repository import AuditStore
 from auditor.store.schema import ArtefactRow, AuditRow, ModelVersionRow, utcnow
 
