@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from auditor.config import Preprocess, SampleSource
+from auditor.config import Preprocess, SampleSource, load_config
 from auditor.data.samples import SampleSet, load_sample_set, load_samples, normalize
-from auditor.errors import SampleError
+from auditor.errors import ConfigError, SampleError
 
 RAW = Preprocess()
 TRACKING = "sqlite:///unused.db"
@@ -246,3 +246,38 @@ def test_folder_mixing_classes_and_loose_images(tmp_path: Path) -> None:
     _png(tmp_path / "m" / "2.png")
     with pytest.raises(SampleError, match="mixes class folders and loose images"):
         load_sample_set(tmp_path / "m", name="m", preprocess=RAW)
+
+
+@pytest.mark.parametrize("name", ["../../../../elsewhere/ESCAPED", "a/b", "x y", "ünï"])
+def test_sample_set_name_never_becomes_a_path(tmp_path: Path, name: str) -> None:
+    """The extracted images are named by the set's place, not its (user-chosen) name: nothing
+    is written outside the scratch folder, and a name with '/' still loads."""
+    scratch = tmp_path / "deep" / "er" / "still" / "scratch"
+    path = _npz(tmp_path, images=_rng_uint8(2, 8, 8, 3))
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    s = load_sample_set(path, name=name, preprocess=RAW, scratch=scratch)
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert written and all(p.is_relative_to(scratch) for p in written)
+    assert s.set_names == [name, name] and s.ids == [f"{name}/0", f"{name}/1"]
+    assert np.asarray(s.images).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", ".hidden", "x y", "", "n" * 65])
+def test_sample_set_name_with_other_characters_is_a_config_error(name: str) -> None:
+    with pytest.raises(ValueError, match="may hold only letters, digits, '.', '_' and '-'"):
+        SampleSource(name=name, uri="x.npz")
+
+
+@pytest.mark.parametrize("name", ["reference", "prod-2024.01_a", "A1"])
+def test_sample_set_names_of_allowed_characters(name: str) -> None:
+    assert SampleSource(name=name, uri="x.npz").name == name
+
+
+def test_config_names_the_bad_sample_set_name(tmp_path: Path) -> None:
+    path = tmp_path / "audit.yaml"
+    path.write_text(
+        "model: {uri: m}\nsamples:\n  - {name: ok, uri: a.npz}\n"
+        "  - {name: '../../../../elsewhere/ESCAPED', uri: b.npz}\n"
+    )
+    with pytest.raises(ConfigError, match=r"samples\.1\.name: .*may hold only letters, digits"):
+        load_config(path)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from auditor.config.strict import StrictModel
+
+#: a sample-set name: a safe file-name component (it prefixes sample ids and labels reports)
+SAMPLE_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ModelSource(StrictModel):
@@ -28,10 +32,20 @@ class ModelSource(StrictModel):
 class SampleSource(StrictModel):
     """One named sample set: an .npz file or an image folder, from MLflow or a local path."""
 
-    name: str
+    name: str = Field(description="1-64 letters, digits, '.', '_' and '-', not starting with '.'")
     uri: str = Field(description="runs:/ID/path, mlflow-artifacts:/..., or a local path")
     role: Literal["reference", "production"] = Field(
         default="production",
         description="reference: samples the model is known to handle (validation, training); "
         "production: the audited traffic",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not SAMPLE_SET_NAME.fullmatch(name):
+            raise ValueError(
+                f"sample set name {name!r} may hold only letters, digits, '.', '_' and '-' "
+                "(1-64 characters, the first a letter or digit)"
+            )
+        return name

@@ -43,6 +43,8 @@ from auditor.errors import SampleError
 from auditor.tracking.resolve import download_samples
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: the file, inside a set's own scratch folder, that an `.npz` set's images are extracted to
+EXTRACTED_IMAGES = "images.npy"
 Complain = Callable[..., SampleError]
 
 
@@ -210,7 +212,7 @@ def _load_npz(path: Path, name: str, preprocess: Preprocess, scratch: Path) -> S
             if "images" not in members:
                 raise bad(f"no 'images' array (has {sorted(members)})", IMAGES_EXPECTED)
             scratch.mkdir(parents=True, exist_ok=True)
-            extracted = scratch / f"{name}-images.npy"
+            extracted = scratch / EXTRACTED_IMAGES  # never the set's name: user data
             with archive.open(members["images"]) as src, open(extracted, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 22)
         with np.load(path, allow_pickle=False) as small:
