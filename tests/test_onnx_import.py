@@ -22,15 +22,8 @@ from torch import fx, nn
 
 from auditor.errors import ModelLoadError
 from auditor.model.graph import ModelGraph
-from auditor.model.onnx_import import (
-    NAME_SCOPES,
-    check_runtime_parity,
-    import_onnx,
-    load_onnx,
-    onnx_module_paths,
-    random_input,
-    scope_paths,
-)
+from auditor.model.onnx import check_runtime_parity, import_onnx, load_onnx, random_input
+from auditor.model.onnx.module_paths import NAME_SCOPES, onnx_module_paths, scope_paths
 from auditor.model.zoo import SmallResNet, SmallVGG
 from auditor.relevance.lrp import LRP
 from auditor.relevance.rules import composite

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from auditor.model.graph import ModelGraph
-from auditor.model.onnx_import import load_onnx
+from auditor.model.onnx import load_onnx
 from auditor.model.zoo import SmallResNet
 from auditor.relevance import explain
 from auditor.relevance.quality import attribution_localisation

@@ -28,7 +28,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
-from auditor.model.onnx_import import check_runtime_parity, load_onnx, random_input, read_onnx
+from auditor.model.onnx import check_runtime_parity, load_onnx, random_input, read_onnx
 from auditor.results import ModelRef
 
 TRUST_FIX = "set model.trusted: true in the config if you trust the source"
