@@ -439,3 +439,92 @@ def test_a_plugin_composite_serves_explain_and_the_config(monkeypatch, tmp_path,
     path.write_text(base + "relevance: {composite: gamma_nowhere}\n")
     with pytest.raises(ConfigError, match="unknown LRP composite 'gamma_nowhere'; known: alpha1"):
         load_config(path)
+
+
+# --- gamma and z+ on signed inputs (after SiLU, hardswish, leaky ReLU) --------------------
+
+
+def _signed_gamma_reference(x, w, b, relevance, gamma: float, eps: float) -> torch.Tensor:
+    """The generalised gamma rule output by output, one sample of a dense layer: an output
+    z_j > 0 spreads R_j over `x_i w_ji + gamma (x_i w_ji)^+` normalised by their sum plus
+    `b_j + gamma b_j^+`, an output z_j < 0 over the `^-` parts; gamma = inf keeps only
+    `(x_i w_ji)^+` (`^-`), bias ignored."""
+    result = torch.zeros_like(x)
+    for j in range(len(w)):
+        contributions = x * w[j]
+        z = contributions.sum() + b[j]
+        if z == 0:
+            continue
+        part = contributions.clamp(min=0) if z > 0 else contributions.clamp(max=0)
+        b_part = b[j].clamp(min=0) if z > 0 else b[j].clamp(max=0)
+        if gamma == float("inf"):
+            c, denominator = part, part.sum()
+        else:
+            c = contributions + gamma * part
+            denominator = c.sum() + b[j] + gamma * b_part
+        result += c / stabilize(denominator, eps) * relevance[j]
+    return result
+
+
+def _signed_layer(seed: int, bias: bool = True):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 9, generator=gen, dtype=DTYPE)  # signed, like SiLU outputs
+    w = torch.randn(6, 9, generator=gen, dtype=DTYPE)
+    b = torch.randn(6, generator=gen, dtype=DTYPE) if bias else torch.zeros(6, dtype=DTYPE)
+    relevance = torch.randn(4, 6, generator=gen, dtype=DTYPE)
+    return x, w, b, relevance
+
+
+def _dense_relevance(rule: Rule, x, w, b, relevance) -> torch.Tensor:
+    leaf = x.clone().requires_grad_(True)
+    out = rule(torch.nn.functional.linear, leaf, w, b)
+    assert torch.allclose(out, torch.nn.functional.linear(x, w, b))  # forward value untouched
+    return torch.autograd.grad(out, leaf, relevance)[0]
+
+
+@pytest.mark.parametrize(
+    "rule", [Gamma(gamma=GAMMA), composite("epsilon_plus").conv], ids=["gamma", "zplus"]
+)
+def test_gamma_and_zplus_follow_the_generalised_rule_on_signed_inputs(rule):
+    x, w, b, relevance = _signed_layer(3)
+    assert (x < 0).any() and (torch.nn.functional.linear(x, w, b) < 0).any()
+    got = _dense_relevance(rule, x, w, b, relevance)
+    expected = torch.stack(
+        [
+            _signed_gamma_reference(x[n], w, b, relevance[n], rule.gamma, rule.epsilon)
+            for n in range(len(x))
+        ]
+    )
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [GAMMA, float("inf")])
+def test_generalised_gamma_conserves_relevance_on_signed_convolutions(gamma):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.nn.functional.silu(torch.randn(2, 3, 6, 6, generator=gen, dtype=DTYPE) * 2)
+    weight = torch.randn(4, 3, 3, 3, generator=gen, dtype=DTYPE)
+    out_relevance = torch.randn(2, 4, 6, 6, generator=gen, dtype=DTYPE)
+    got = _conv_relevance(Gamma(gamma=gamma, epsilon=1e-12), x, weight, out_relevance)
+    assert torch.allclose(got.sum(dim=(1, 2, 3)), out_relevance.sum(dim=(1, 2, 3)), rtol=1e-8)
+
+
+def test_gamma_and_zplus_are_unchanged_on_non_negative_inputs():
+    """After a ReLU the rules are those of before: gamma `w + gamma w^+` on every output, and
+    epsilon_plus's z+ exactly alpha1-beta0."""
+    x, w, b, relevance = _signed_layer(5)
+    x = x.clamp(min=0)
+    got = _dense_relevance(Gamma(gamma=GAMMA), x, w, b, relevance)
+    _, [(_, classic, classic_bias)] = RULES["gamma"]
+    expected = torch.stack(
+        [
+            _reference(x[n], w, b, relevance[n], [(1, classic, classic_bias)], 1e-6)
+            for n in range(len(x))
+        ]
+    )
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    conv_x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(6))
+    weight, out_relevance = torch.randn(4, 3, 3, 3), torch.randn(2, 4, 6, 6)
+    assert torch.equal(
+        _conv_relevance(composite("epsilon_plus").conv, conv_x, weight, out_relevance),
+        _conv_relevance(ZPlus(), conv_x, weight, out_relevance),
+    )

@@ -47,12 +47,14 @@ def divide(relevance: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Te
 @dataclass(frozen=True)
 class Term:
     """A modified operation `g(a_1..a_K)`: input `owners[k]` receives
-    `coefficient * a_k * (dg/da_k)^T (R / stab(g(a)))`."""
+    `coefficient * a_k * (dg/da_k)^T (gate * R / stab(g(a)))`; `gate` (0/1 per output, all
+    ones when None) picks the outputs whose relevance the term redistributes."""
 
     g: Op
     leaves: tuple[torch.Tensor, ...]
     owners: tuple[int, ...]
     coefficient: float = 1.0
+    gate: torch.Tensor | None = None
 
 
 class _Propagate(torch.autograd.Function):
@@ -71,7 +73,8 @@ class _Propagate(torch.autograd.Function):
     def backward(ctx, relevance: torch.Tensor):
         result: list[torch.Tensor | None] = [None] * ctx.count
         for term, leaves, z in zip(ctx.terms, ctx.leaves, ctx.outputs):
-            grads = torch.autograd.grad(z, leaves, divide(relevance, z.detach(), ctx.epsilon))
+            gated = relevance if term.gate is None else relevance * term.gate
+            grads = torch.autograd.grad(z, leaves, divide(gated, z.detach(), ctx.epsilon))
             for owner, leaf, grad in zip(term.owners, leaves, grads):
                 # a fresh tensor: autograd may hand the same gradient to several leaves
                 share = leaf.detach() * grad
@@ -135,9 +138,11 @@ class Rule(ABC):
         return propagate(self.terms(fn, x, weight, bias), self.epsilon, (x,), op)
 
 
-def _on_input(g: Op, *leaves: torch.Tensor, coefficient: float = 1.0) -> Term:
+def _on_input(
+    g: Op, *leaves: torch.Tensor, coefficient: float = 1.0, gate: torch.Tensor | None = None
+) -> Term:
     """A term all of whose leaves derive from the operation's one input."""
-    return Term(g, leaves, (0,) * len(leaves), coefficient)
+    return Term(g, leaves, (0,) * len(leaves), coefficient, gate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,16 +167,53 @@ class Epsilon(LRP0):
 
 @dataclass(frozen=True, kw_only=True)
 class Gamma(Rule):
-    """LRP-gamma: `R_j = sum_k a_j (w_jk + gamma w_jk^+) / sum_{0,j} a_j (w_jk + gamma w_jk^+)
-    R_k` ([Montavon2019]; the sum includes the bias), for
-    non-negative inputs (after a ReLU): positive contributions are favoured."""
+    """LRP-gamma [Montavon2019]: contributions of the output's sign are favoured by `gamma`.
+
+    Non-negative inputs (after a ReLU): `R_j = sum_k a_j (w_jk + gamma w_jk^+) /
+    sum_{0,j} a_j (w_jk + gamma w_jk^+) R_k` (the sum includes the bias).
+
+    Signed inputs (after SiLU, hardswish, leaky ReLU), the generalised rule: with
+    `z_jk = a_j w_jk` and `z_k = sum_j z_jk + b_k` the output,
+    `R_j = sum_{k: z_k > 0} (z_jk + gamma z_jk^+) / (z_k + gamma (sum_j z_jk^+ + b_k^+)) R_k
+    + sum_{k: z_k < 0} (z_jk + gamma z_jk^-) / (z_k + gamma (sum_j z_jk^- + b_k^-)) R_k`:
+    positive contributions come from (w^+, a^+) and (w^-, a^-), negative ones from (w^+, a^-)
+    and (w^-, a^+), and each output's relevance goes through the part of its own sign (outputs
+    with z_k = 0 pass none). On non-negative inputs it differs from the rule above only on
+    negative outputs, where the rule above favours the positive contributions: that rule is
+    kept there, as defined.
+
+    `gamma = inf` is z+: `(z_jk)^+ / sum_j z_jk^+` (and `^-` for negative outputs on signed
+    inputs), bias ignored [Bach2015]."""
 
     gamma: float = 0.25
 
+    def favoured(self, weight: torch.Tensor, positive: bool) -> torch.Tensor:
+        """`w + gamma w^+` (`positive`) or `w + gamma w^-`; `w^+` / `w^-` for gamma = inf."""
+        part = weight.clamp(min=0) if positive else weight.clamp(max=0)
+        return part if math.isinf(self.gamma) else weight + self.gamma * part
+
     def terms(self, fn, x, weight, bias):
-        w = weight + self.gamma * weight.clamp(min=0)
-        b = None if bias is None else bias + self.gamma * bias.clamp(min=0)
-        return [_on_input(lambda a: fn(a, w, b), x)]
+        kept = None if bias is None or math.isinf(self.gamma) else bias
+        if x.numel() == 0 or bool(x.min() >= 0):
+            w = self.favoured(weight, True)
+            b = None if kept is None else self.favoured(kept, True)
+            return [_on_input(lambda a: fn(a, w, b), x)]
+        z = fn(x, weight, bias)
+        return [
+            self._signed_term(fn, x, weight, kept, sign, (z > 0 if sign else z < 0).to(z.dtype))
+            for sign in (True, False)
+        ]
+
+    def _signed_term(self, fn, x, weight, bias, positive: bool, gate: torch.Tensor) -> Term:
+        """The contributions of one sign: `fn(a^+, w~, b~) + fn(a^-, w~')`, `w~` favouring
+        that sign on positive inputs, `w~'` (the other weight part favoured) on negative."""
+        on_positive, on_negative = (
+            self.favoured(weight, positive),
+            self.favoured(weight, not positive),
+        )
+        b = None if bias is None else self.favoured(bias, positive)
+        g = lambda a: fn(a.clamp(min=0), on_positive, b) + fn(a.clamp(max=0), on_negative, None)
+        return _on_input(g, x, gate=gate)
 
 
 def _contributions(
@@ -330,7 +372,10 @@ def _epsilon(p: RuleParams) -> Composite:
 def _epsilon_plus(p: RuleParams) -> Composite:
     """z+ on convolutions, epsilon on dense layers"""
     return Composite(
-        "epsilon_plus", ZPlus(epsilon=p.epsilon), Epsilon(epsilon=p.epsilon), p.epsilon
+        "epsilon_plus",
+        Gamma(gamma=math.inf, epsilon=p.epsilon),
+        Epsilon(epsilon=p.epsilon),
+        p.epsilon,
     )
 
 
@@ -351,7 +396,7 @@ def _epsilon_plus_flat(p: RuleParams) -> Composite:
     """flat on the input layer, z+ on other convolutions, epsilon on dense layers"""
     return Composite(
         "epsilon_plus_flat",
-        ZPlus(epsilon=p.epsilon),
+        Gamma(gamma=math.inf, epsilon=p.epsilon),
         Epsilon(epsilon=p.epsilon),
         p.epsilon,
         input_layer=Flat(epsilon=p.epsilon),
