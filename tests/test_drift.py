@@ -7,11 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from auditor.audit.drift import (
+from auditor.audit.drift import current_stats, drift_bounds, explanation_drift
+from auditor.checks.drift import (
     ExplanationStats,
     cluster_statistics,
-    current_stats,
-    explanation_drift,
     probe_statistics,
     relevance_bootstrap,
     relevance_statistics,
@@ -33,6 +32,7 @@ K = 3
 PROFILE = np.r_[np.full(K, 8.0), np.linspace(0.5, 1.5, C - K)]
 MOVED = np.r_[np.full(K, 0.5), np.full(K, 12.0), np.linspace(0.5, 1.5, C - 2 * K)]  # new top-3
 SETTINGS = DriftSettings()
+BOUNDS = drift_bounds(SETTINGS)
 
 
 def relevance(seed: int, n: int, profile: np.ndarray = PROFILE, noise: float = 0.5) -> np.ndarray:
@@ -110,7 +110,7 @@ def test_bootstrap_replicates_resample_the_mean() -> None:
 
 def test_identical_audits_do_not_drift() -> None:
     same = stats(relevance(1, 200))
-    statistics = by_name(relevance_statistics(same, same, SETTINGS))
+    statistics = by_name(relevance_statistics(same, same, BOUNDS))
     assert statistics["spearman"].value == pytest.approx(1.0)
     assert statistics["jaccard_top_k"].value == pytest.approx(1.0)
     assert statistics["js_distance"].value == pytest.approx(0.0, abs=1e-6)
@@ -119,7 +119,7 @@ def test_identical_audits_do_not_drift() -> None:
 
 def test_moved_relevance_drifts() -> None:
     before, after = stats(relevance(1, 300)), stats(relevance(2, 300, MOVED), seed=1)
-    statistics = by_name(relevance_statistics(after, before, SETTINGS))
+    statistics = by_name(relevance_statistics(after, before, BOUNDS))
     spearman, jaccard, js = (statistics[n] for n in ("spearman", "jaccard_top_k", "js_distance"))
     assert jaccard.value == 0.0 and jaccard.drifted
     assert js.value > 0.3 and js.drifted and js.bound == "max"
@@ -137,7 +137,7 @@ def test_sampling_noise_alone_is_not_drift() -> None:
         stats(relevance(1, 15, flat, noise=2.0)),
         stats(relevance(2, 15, flat, noise=2.0), seed=1),
     )
-    statistics = by_name(relevance_statistics(a, b, SETTINGS))
+    statistics = by_name(relevance_statistics(a, b, BOUNDS))
     assert statistics["spearman"].value < SETTINGS.thresholds.spearman_min
     assert statistics["jaccard_top_k"].value < SETTINGS.thresholds.jaccard_min
     assert statistics["js_distance"].value > SETTINGS.thresholds.js_distance_max
@@ -148,7 +148,7 @@ def test_sampling_noise_alone_is_not_drift() -> None:
         s.name
         for seed in range(20)
         for s in relevance_statistics(
-            stats(relevance(100 + seed, 60)), stats(relevance(200 + seed, 60), seed=1), SETTINGS
+            stats(relevance(100 + seed, 60)), stats(relevance(200 + seed, 60), seed=1), BOUNDS
         )
         if s.drifted
     ]
@@ -159,7 +159,7 @@ def test_probe_change_is_told_from_noise() -> None:
     rng = np.random.default_rng(0)
     big_before = stats(relevance(1, 400), flips=(0.10, 0.05))
     big_after = stats(relevance(2, 400), flips=(0.45, 0.05))
-    change = probe_statistics(big_after, big_before, SETTINGS, rng)
+    change = probe_statistics(big_after, big_before, BOUNDS, rng)
     assert [s.name for s in change] == ["probe_change:grayscale"]
     assert change[0].value == pytest.approx(0.35)
     assert change[0].interval[1] < 0.1 and change[0].drifted
@@ -167,7 +167,7 @@ def test_probe_change_is_told_from_noise() -> None:
     # the same change measured on 10 samples each is within what sampling alone produces
     small_before = stats(relevance(1, 10), flips=(0.1, 0.0))
     small_after = stats(relevance(2, 10), flips=(0.4, 0.0))
-    change = probe_statistics(small_after, small_before, SETTINGS, rng)[0]
+    change = probe_statistics(small_after, small_before, BOUNDS, rng)[0]
     assert change.value == pytest.approx(0.3) and change.value > change.threshold
     assert not change.drifted
 
@@ -184,18 +184,18 @@ def test_cluster_mix_matches_clusters_by_their_relevance_profile() -> None:
     matrix = relevance(1, 400)
     before = stats(matrix, clusters=clusters([300, 100], [0.1, 0.5]))
     relabelled = stats(matrix, clusters=clusters([100, 300], [0.5, 0.1]))
-    (mix,) = cluster_statistics(relabelled, before, SETTINGS, rng)
+    (mix,) = cluster_statistics(relabelled, before, BOUNDS, rng)
     assert mix.name == "cluster_mix" and mix.value == pytest.approx(0.0) and not mix.drifted
 
     grown = stats(matrix, clusters=clusters([100, 300], [0.1, 0.5]))
-    (mix,) = cluster_statistics(grown, before, SETTINGS, rng)
+    (mix,) = cluster_statistics(grown, before, BOUNDS, rng)
     assert mix.value == pytest.approx(0.5) and mix.drifted
 
     # a new cluster without a partner counts in full: 1/2 (|.75-.6| + |.25-.2| + .2) = 0.2
     split = stats(matrix, clusters=clusters([240, 80, 80], [0.1, 0.5, 0.9]))
-    (mix,) = cluster_statistics(split, before, SETTINGS, rng)
+    (mix,) = cluster_statistics(split, before, BOUNDS, rng)
     assert mix.value == pytest.approx(0.2)
-    assert cluster_statistics(stats(matrix), before, SETTINGS, rng) == []
+    assert cluster_statistics(stats(matrix), before, BOUNDS, rng) == []
 
 
 def test_drift_against_stored_baselines(store: AuditStore) -> None:
