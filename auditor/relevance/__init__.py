@@ -20,7 +20,12 @@ from torch import nn
 
 from auditor.errors import RelevanceError
 from auditor.model.graph import ModelGraph
-from auditor.relevance import gradients, srd  # noqa: F401 -- their built-in methods register
+from auditor.relevance import (  # noqa: F401 -- their built-in methods register
+    cam,
+    gradients,
+    perturbation,
+    srd,
+)
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.channels import channel_scores
 from auditor.relevance.lrp import LRP

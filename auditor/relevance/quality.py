@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from auditor.relevance.gradients import patch_mask, resolve_target
+from auditor.relevance.method_inputs import patch_mask, resolve_target
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Output = Literal["logit", "probability"]
