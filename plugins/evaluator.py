@@ -44,8 +44,8 @@ from mlflow.models.evaluation.base import EvaluationArtifact
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
+from auditor.artefacts.report import build_report
 from auditor.audit.pipeline import audit
-from auditor.audit.report import build_report
 from auditor.config import AuditConfig
 from auditor.data.images import FileImages
 from auditor.errors import ConfigError, SampleError

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from mlflow.models.evaluation import list_evaluators
 from PIL import Image
 
+from auditor.artefacts.report import build_report
 from auditor.audit.pipeline import audit
-from auditor.audit.report import build_report
 from auditor.config import AuditConfig, Preprocess
 from auditor.data.samples import load_sample_set
 from auditor.errors import ConfigError, SampleError

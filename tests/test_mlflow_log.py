@@ -12,8 +12,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from auditor.artefacts.report import build_report
 from auditor.audit.lifecycle import run_audit
-from auditor.audit.report import build_report
 from auditor.config import AuditConfig
 from auditor.results import AuditOutcome
 from auditor.tracking.run_log import audit_metrics, log_audit

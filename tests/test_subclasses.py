@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from auditor.artefacts.report import report_section
 from auditor.audit.passes import RelevancePass, relevance_pass
-from auditor.audit.report import report_section
 from auditor.audit.stages import PassRunner
 from auditor.audit.subclass_stage import (
     clustering_params,

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from auditor import __version__
+from auditor.artefacts.report import discard_report, publish_report, stage_report
 from auditor.audit.cancellation import cancellation, sigterm_cancels
 from auditor.audit.drift import explanation_drift
 from auditor.audit.pipeline import run_checks
 from auditor.audit.post_audit import after_audit, on_audit_failed
-from auditor.audit.report import discard_report, publish_report, stage_report
 from auditor.config import AuditConfig
 from auditor.errors import AuditorError
 from auditor.results import AuditOutcome

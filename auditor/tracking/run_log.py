@@ -36,7 +36,7 @@ from mlflow.entities import LoggedModelInput, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from auditor.audit.report import build_report
+from auditor.artefacts.report import build_report
 from auditor.config import AuditConfig
 from auditor.results import AuditOutcome, ModelRef
 from auditor.tracking.resolve import check_tracking_server
@@ -66,7 +66,7 @@ def log_audit(outcome: AuditOutcome, config: AuditConfig) -> str | None:
 
 
 def audit_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """The numeric results of a report (format of `auditor.audit.report`) as flat MLflow metrics."""
+    """The numeric results of a report (format of `auditor.artefacts.report`) as flat MLflow metrics."""
     metrics: dict[str, float] = {
         "samples.n": report["samples"]["n"],
         "samples.n_labelled": report["samples"]["n_labelled"],
