@@ -8,10 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from auditor.evidence import FINDING_KINDS, FindingEvidence
+
 Severity = Literal["low", "medium", "high"]
-FindingKind = Literal[
-    "spurious_channels", "probe_sensitivity", "explanation_drift", "unlabeled_subclass"
-]
 
 
 @dataclass(frozen=True)
@@ -212,11 +211,22 @@ class ClassAnalysis:
 
 @dataclass(frozen=True)
 class Finding:
-    kind: FindingKind
+    """One finding: `kind` names a registered finding kind (`auditor.evidence.FINDING_KINDS`)
+    and `evidence` is that kind's evidence model."""
+
+    kind: str
     severity: Severity
     title: str
-    evidence: dict[str, Any]
+    evidence: FindingEvidence
     probe: str | None = None
+
+    def __post_init__(self) -> None:
+        model = FINDING_KINDS.get(self.kind).evidence
+        if not isinstance(self.evidence, model):
+            raise TypeError(
+                f"a {self.kind} finding needs {model.__name__} evidence, "
+                f"not {type(self.evidence).__name__}"
+            )
 
 
 @dataclass(frozen=True)

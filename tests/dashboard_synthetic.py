@@ -26,6 +26,8 @@ from auditor.store import (
     ReviewRow,
 )
 
+from .evidence_examples import EXAMPLES
+
 
 def seed_synthetic(
     url: str, artifacts_dir: Path, *, audits: int, samples: int, models: int = 3
@@ -64,7 +66,7 @@ def seed_synthetic(
                     severity=severity,
                     title=f"{kind} of {version.model.name}",
                     probe="grayscale",
-                    evidence={"channels": [1, 2]},
+                    evidence=EXAMPLES[kind],
                     fingerprint=f"{version.model.name}-{kind}",
                     reviews=[ReviewRow(status="confirmed", reviewer="bench")]
                     if n % 10 == 0

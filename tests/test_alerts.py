@@ -33,6 +33,7 @@ from auditor.store import AlertRow, AuditStore
 from auditor.store.schema import utcnow
 
 from . import test_store
+from .evidence_examples import example_evidence
 from .plugins import fresh_registry, install_plugin
 from .test_store import make_result, start
 
@@ -289,9 +290,15 @@ def test_only_new_findings_alert_by_default(store: AuditStore, webhook: Webhook)
     assert len(after_audit(store, first, cfg)) == 2
     repeated = stored_audit(store)  # the same findings again: recognised by fingerprint
     assert after_audit(store, repeated, cfg) == []
-    moved = stored_audit(store, make_result(finding_channels=[1, 2, 4]))
+    # new fingerprints: other channels of the spurious finding, another probe's sensitivity
+    # (a probe_sensitivity finding names no channels)
+    moved_result = make_result(finding_channels=[1, 2, 4])
+    moved_result.findings[1] = replace(moved_result.findings[1], probe="blur")
+    moved = stored_audit(store, moved_result)
     assert len(after_audit(store, moved, cfg)) == 2
-    assert [b["evidence"]["channels"] for b in webhook.bodies("json")[2:]] == [[1, 2, 4]] * 2
+    spurious, probe = webhook.bodies("json")[2:]
+    assert spurious["evidence"]["channels"] == [1, 2, 4]
+    assert probe["evidence"]["probe"] == "blur"
 
 
 @pytest.mark.usefixtures("secrets")
@@ -307,7 +314,7 @@ def test_drift_and_failed_audits_alert(store: AuditStore, webhook: Webhook) -> N
         kind="explanation_drift",
         severity="medium",
         title="Jensen-Shannon distance of channel relevance against audit 1 is 0.44",
-        evidence={"statistic": "js_distance", "value": 0.44, "no_drift_interval": [0, 0.03]},
+        evidence=example_evidence("explanation_drift", value=0.44),
     )
     audit_id = stored_audit(store, replace(make_result(), findings=[drift]))
     assert outcomes(after_audit(store, audit_id, cfg)) == [("json", "drift", "sent", None)]

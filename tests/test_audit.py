@@ -35,10 +35,10 @@ def test_colour_shortcut_is_flagged_by_probe_and_channels(shortcut_scenario: Sce
     assert ("spurious_channels", "grayscale") in kinds(outcome)
     spurious = [f for f in outcome.result.findings if f.kind == "spurious_channels"]
     # only the channels of the class that carries the tint collapse under grayscale
-    assert [f.evidence["class_name"] for f in spurious] == ["fake"]
+    assert [f.evidence.class_name for f in spurious] == ["fake"]
     fake = next(c for c in outcome.result.classes if c.class_name == "fake")
-    assert spurious[0].evidence["channels"] == fake.top_k
-    assert spurious[0].evidence["top_k_activation_drop"] > 0.9
+    assert spurious[0].evidence.channels == fake.top_k
+    assert spurious[0].evidence.top_k_activation_drop > 0.9
     probe = outcome.result.probes[0]
     assert probe.probed.flip_rate > probe.neutral.flip_rate + 0.2
     # per class, dropping the top-k channels costs far more margin than random-k or bottom-k

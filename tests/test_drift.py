@@ -230,16 +230,16 @@ def test_drift_against_stored_baselines(store: AuditStore) -> None:
 
     moved, drift = audit(relevance(3, 300, MOVED))
     assert drift.baseline_audit_id == second
-    findings = {f.evidence["statistic"]: f for f in drift.findings}
+    findings = {f.evidence.statistic: f for f in drift.findings}
     assert set(findings) == {"spearman", "jaccard_top_k", "js_distance"}
     js = findings["js_distance"]
     assert (js.kind, js.severity, js.probe) == ("explanation_drift", "high", None)
-    assert js.evidence["threshold"] == 0.1 and js.evidence["bound"] == "max"
-    low, high = js.evidence["no_drift_interval"]
-    assert low == 0.0 and high < js.evidence["value"]
-    assert js.evidence["baseline_audit_id"] == second
-    assert js.evidence["n_samples"] == {"audit": 300, "baseline": 300}
-    assert f"against audit {second} is {js.evidence['value']:.2f}" in js.title
+    assert js.evidence.threshold == 0.1 and js.evidence.bound == "max"
+    low, high = js.evidence.no_drift_interval
+    assert low == 0.0 and high < js.evidence.value
+    assert js.evidence.baseline_audit_id == second
+    assert js.evidence.n_samples.model_dump() == {"audit": 300, "baseline": 300}
+    assert f"against audit {second} is {js.evidence.value:.2f}" in js.title
     assert "above the maximum 0.1" in js.title
     stored_findings = store.findings(moved)
     assert [f.kind for f in stored_findings] == ["explanation_drift"] * 3

@@ -32,6 +32,8 @@ from auditor.model.zoo import SmallResNet
 from auditor.relevance import LRP, composite
 from auditor.results import ChannelTable, Finding
 
+from .evidence_examples import example_evidence
+
 torch.set_num_threads(1)
 SIZE, PATCH = 32, 4
 RULES = composite("epsilon_plus")
@@ -248,7 +250,8 @@ def test_manifest_round_trip_and_artefacts(planted, tmp_path):
 
 def test_channel_sets_link_findings(planted, tmp_path):
     table = ChannelTable("features", "lrp:epsilon_plus", [0.6, 0.4], top_k=[0], bottom_k=[1])
-    finding = Finding("spurious_channels", "high", "red", {"channels": [1]}, probe="grayscale")
+    evidence = example_evidence("spurious_channels", channels=[1])
+    finding = Finding("spurious_channels", "high", "red", evidence, probe="grayscale")
     assert gallery_channel_sets(table, [], [finding], "top_k") == {"global": [0]}
     sets = gallery_channel_sets(table, [], [finding], "all_flagged")
     assert sets == {"global": [0], "finding/0": [1]}

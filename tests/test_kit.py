@@ -165,7 +165,7 @@ def test_planted_bias_is_found(name: str, request: pytest.FixtureRequest, tmp_pa
     assert bias.unexpected(result.findings) == [], (bias.description, _summary(result))
     for finding in result.findings:
         if finding.kind == "spurious_channels":  # the bias is on the fakes
-            assert finding.evidence["class_name"] == "fake"
+            assert finding.evidence.class_name == "fake"
     if name == "watermark":
         (probe,) = result.probes
         assert probe.occlusion is not None
@@ -174,10 +174,10 @@ def test_planted_bias_is_found(name: str, request: pytest.FixtureRequest, tmp_pa
         data = make_scenario("subclass", planted=True)
         novel_ids = {f"prod-{i:05d}" for i in np.flatnonzero(data.production.novel)}
         (finding,) = result.findings
-        assert finding.evidence["class_name"] == "real"  # missed fakes, called real
-        assert finding.evidence["n_reference"] == 0
-        assert 0.9 * len(novel_ids) <= finding.evidence["size"] <= 1.1 * len(novel_ids)
-        assert set(finding.evidence["members"]) <= novel_ids
+        assert finding.evidence.class_name == "real"  # missed fakes, called real
+        assert finding.evidence.n_reference == 0
+        assert 0.9 * len(novel_ids) <= finding.evidence.size <= 1.1 * len(novel_ids)
+        assert set(finding.evidence.members) <= novel_ids
 
 
 @pytest.mark.slow

@@ -160,7 +160,7 @@ def test_neighbours_finds_the_folder_the_store_registered(tmp_path):
     store.close()
     assert [c.size for c in stored.clusters] == [c.size for c in result.clusters]
     assert stored.findings[-1].kind == "unlabeled_subclass"
-    assert stored.findings[-1].evidence["members"] == result.findings[0].evidence["members"]
+    assert stored.findings[-1].typed_evidence.members == result.findings[0].evidence.members
 
     found = run_cli(config_path, "--audit", str(audit_id), "--sample", "prod-0-1", "-k", "3")
     assert found.exit_code == 0, found.output

@@ -70,6 +70,8 @@ from auditor.store.migrate import alembic_config
 from auditor.store.rows import bootstrap_means
 from auditor.store.schema import Base, UTCDateTime, utcnow
 
+from .evidence_examples import EXAMPLES, example_evidence
+
 PG_HOST = "127.0.0.1:5432"
 N_CHANNELS = 16
 TOP_K = [15, 11, 3]
@@ -130,13 +132,13 @@ def make_result(model_name: str = "skin-lesion-cnn", finding_channels: list[int]
                 kind="spurious_channels",
                 severity="high",
                 title="top-3 channels at layer4 carry the decision",
-                evidence={"channels": finding_channels, "dropout_effect": 0.39},
+                evidence=example_evidence("spurious_channels", channels=finding_channels),
             ),
             Finding(
                 kind="probe_sensitivity",
                 severity="medium",
                 title="predictions depend on colour",
-                evidence={"excess_flip": 0.37, "channels": finding_channels},
+                evidence=example_evidence("probe_sensitivity"),
                 probe="grayscale",
             ),
         ],
@@ -292,7 +294,8 @@ def test_round_trip(store: AuditStore, audit_result: AuditResult) -> None:
     assert probes["neutral"].random_k_activation_drops == [0.1, 0.12, 0.08, 0.11, 0.09]
 
     assert [f.kind for f in audit.findings] == ["spurious_channels", "probe_sensitivity"]
-    assert audit.findings[1].evidence == {"excess_flip": 0.37, "channels": TOP_K}
+    assert audit.findings[1].evidence == EXAMPLES["probe_sensitivity"]
+    assert [f.typed_evidence for f in audit.findings] == [f.evidence for f in audit_result.findings]
     assert all(len(f.fingerprint) == 64 for f in audit.findings)
     assert [f.id for f in store.findings(audit_id)] == [f.id for f in audit.findings]
     assert [a.id for a in store.list_audits()] == [audit_id]
@@ -316,14 +319,40 @@ def test_fingerprints_are_stable_across_audits(store: AuditStore) -> None:
     assert [a.id for a in store.list_audits(limit=2)] == [other, second]
 
 
+#: fingerprints of the example findings as the store computed them before evidence was typed:
+#: stored review verdicts carry over to new audits by these values
+PINNED_FINGERPRINTS = {
+    "probe_sensitivity": "4ee46695bf63f0ac44f3130e8c3b55429c9ba78701fbf2078bfedd1026ad91d9",
+    "spurious_channels": "5967ae604c601b81ab196b9d349588a2ac5c933d3032a1cc760af877f42cd37a",
+    "explanation_drift": "2c17f166d9cc231159e08d61ba77b1e5611427f7e41f664f267851d695c2ce6d",
+    "unlabeled_subclass": "ccaffbfc2411cabec4d3c1be24d43ae8565d17e93fe724f57644c2c7c2cebcc9",
+}
+PROBES = {"probe_sensitivity": "grayscale", "spurious_channels": "grayscale"}
+
+
+@pytest.mark.parametrize("kind", sorted(PINNED_FINGERPRINTS))
+def test_fingerprints_are_those_of_untyped_evidence(kind: str) -> None:
+    finding = Finding(kind, "high", "t", example_evidence(kind), PROBES.get(kind))
+    fingerprint = finding_fingerprint(finding, "counterfeit-detector", "layer4")
+    assert fingerprint == PINNED_FINGERPRINTS[kind]
+    if kind == "spurious_channels":  # the channel set, in any order
+        reordered = replace(finding, evidence=example_evidence(kind, channels=[3, 15, 11]))
+        assert finding_fingerprint(reordered, "counterfeit-detector", "layer4") == fingerprint
+
+
 def test_fingerprints_tell_classes_and_statistics_apart() -> None:
     spurious = make_result().findings[0]
     per_class = [
-        replace(spurious, evidence={**spurious.evidence, "class_index": c}) for c in (0, 1)
+        replace(spurious, evidence=spurious.evidence.model_copy(update={"class_index": c}))
+        for c in (0, 2)  # the example's class is 1
     ]
+
+    def drift_finding(statistic: str, value: float) -> Finding:
+        evidence = example_evidence("explanation_drift", statistic=statistic, value=value)
+        return Finding("explanation_drift", "medium", "t", evidence)
+
     drift = [
-        Finding("explanation_drift", "medium", "t", {"statistic": s, "value": v})
-        for s, v in (("spearman", 0.4), ("js_distance", 0.3), ("spearman", 0.2))
+        drift_finding(s, v) for s, v in (("spearman", 0.4), ("js_distance", 0.3), ("spearman", 0.2))
     ]
     prints = [finding_fingerprint(f, "cnn", "layer4") for f in [spurious, *per_class, *drift]]
     assert len(set(prints[:5])) == 5

@@ -119,14 +119,14 @@ def test_planted_subclass_is_found_with_its_nearest_references(tmp_path):
 
     assert [f.kind for f in result.findings] == ["unlabeled_subclass"]
     evidence = result.findings[0].evidence
-    assert evidence["class_name"] == "real" and evidence["class_index"] == 0
-    assert evidence["n_production"] == 40 and evidence["n_reference"] == 0
-    assert evidence["signals"] == ["distance"] and evidence["distance_ratio"] > 2
-    assert evidence["profile_distance"] < 0.1  # same strategy as the reference 'real' samples
-    assert len(evidence["members"]) == 20  # capped at subclasses.evidence_samples
-    assert all(m.startswith("new-") for m in evidence["members"])
+    assert evidence.class_name == "real" and evidence.class_index == 0
+    assert evidence.n_production == 40 and evidence.n_reference == 0
+    assert evidence.signals == ["distance"] and evidence.distance_ratio > 2
+    assert evidence.profile_distance < 0.1  # same strategy as the reference 'real' samples
+    assert len(evidence.members) == 20  # capped at subclasses.evidence_samples
+    assert all(m.startswith("new-") for m in evidence.members)
     # each member's nearest reference sample is a validation sample predicted 'real'
-    assert all(r.startswith("vali-0-") for r in evidence["nearest_reference"])
+    assert all(r.startswith("vali-0-") for r in evidence.nearest_reference)
     # every sample is in exactly one cluster; one cluster holds the planted samples only
     assert sum(c.size for c in result.clusters) == 640
     planted = [c for c in result.clusters if c.evidence["n_reference"] == 0]
@@ -165,7 +165,7 @@ def test_subsampled_clustering_assigns_every_sample(tmp_path):
     result = run_synthetic(tmp_path, cluster_samples=200)
 
     assert sum(c.size for c in result.clusters) == 640
-    assert [f.evidence["class_name"] for f in result.findings] == ["real"]
+    assert [f.evidence.class_name for f in result.findings] == ["real"]
 
 
 def test_clusters_and_findings_are_deterministic(tmp_path):
@@ -297,10 +297,10 @@ def test_unseen_generator_in_production_is_an_unlabeled_subclass(shortcut_scenar
     evidence = findings[0].evidence
     # the detector calls the unseen generator's fakes 'real', confidently: the validation
     # error cannot show it, the feature space does
-    assert evidence["class_name"] == "real" and evidence["confidence"] > 0.95
-    assert evidence["distance_ratio"] > 2 and evidence["n_reference"] == 0
-    assert all(m.startswith("gen-") for m in evidence["members"])
-    assert all(r.startswith("val-") for r in evidence["nearest_reference"])
+    assert evidence.class_name == "real" and evidence.confidence > 0.95
+    assert evidence.distance_ratio > 2 and evidence.n_reference == 0
+    assert all(m.startswith("gen-") for m in evidence.members)
+    assert all(r.startswith("val-") for r in evidence.nearest_reference)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from auditor.results import (
     ClassAnalysis,
     DoseResponse,
     DropoutTable,
+    Finding,
     ProbeResult,
     SubclassResult,
 )
@@ -102,6 +103,17 @@ def report_section(result: SubclassResult) -> dict[str, Any]:
     }
 
 
+def finding_dict(f: Finding) -> dict[str, Any]:
+    """A finding as the report lists it (its evidence as JSON)."""
+    return {
+        "kind": f.kind,
+        "severity": f.severity,
+        "title": f.title,
+        "evidence": f.evidence.model_dump(mode="json"),
+        "probe": f.probe,
+    }
+
+
 def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -126,7 +138,7 @@ def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
         "dose_response": _dose_response(result.dose_response),
         "subclasses": report_section(result.subclasses) if result.subclasses else None,
         "gallery": manifest_dict(result.gallery) if result.gallery else None,
-        "findings": [asdict(f) for f in result.findings],
+        "findings": [finding_dict(f) for f in result.findings],
         "timings": result.timings,
     }
 

@@ -25,6 +25,7 @@ from auditor.checks.drift import (
     relevance_statistics,
 )
 from auditor.config import AuditConfig, DriftSettings
+from auditor.evidence import DriftSampleCounts, ExplanationDriftEvidence
 from auditor.results import (
     AuditResult,
     ClusterSummary,
@@ -115,20 +116,20 @@ def drift_finding(
             f"at {settings.confidence:.0%})"
         ),
         probe=probe or None,
-        evidence={
-            "statistic": statistic.name,
-            "value": statistic.value,
-            "no_drift_interval": [low, high],
-            "confidence": settings.confidence,
-            "threshold": statistic.threshold,
-            "bound": statistic.bound,
-            "layer": result.channels.layer,
-            "baseline_audit_id": baseline.id,
-            "baseline_model_version": baseline.model_version.version,
-            "model_version": result.model.version or result.model.uri,
-            "n_samples": {"audit": result.n_samples, "baseline": baseline.n_samples},
-            "n_replicates": settings.bootstrap_replicates,
-        },
+        evidence=ExplanationDriftEvidence(
+            statistic=statistic.name,
+            value=statistic.value,
+            no_drift_interval=(low, high),
+            confidence=settings.confidence,
+            threshold=statistic.threshold,
+            bound=statistic.bound,
+            layer=result.channels.layer,
+            baseline_audit_id=baseline.id,
+            baseline_model_version=baseline.model_version.version,
+            model_version=result.model.version or result.model.uri,
+            n_samples=DriftSampleCounts(audit=result.n_samples, baseline=baseline.n_samples),
+            n_replicates=settings.bootstrap_replicates,
+        ),
     )
 
 

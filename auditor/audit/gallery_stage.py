@@ -40,6 +40,7 @@ from auditor.artefacts.gallery_files import FINDING_SET
 from auditor.audit.passes import RelevancePass
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, normalize
+from auditor.evidence import FINDING_KINDS
 from auditor.model.graph import SplitModel
 from auditor.model.receptive_field import receptive_fields
 from auditor.relevance import LRP, Composite
@@ -68,13 +69,8 @@ def gallery_channel_sets(
     sets = {"global": list(channels.top_k)}
     if mode == "all_flagged":
         sets.update({f"class/{c.class_name}": list(c.top_k) for c in classes})
-        sets.update(
-            {
-                f"{FINDING_SET}{i}": [int(c) for c in f.evidence["channels"]]
-                for i, f in enumerate(findings)
-                if f.evidence.get("channels")
-            }
-        )
+        named = [FINDING_KINDS.get(f.kind).channels(f.evidence) for f in findings]
+        sets.update({f"{FINDING_SET}{i}": c for i, c in enumerate(named) if c})
     return sets
 
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from auditor.checks.statistics import effect_size
+from auditor.evidence import (
+    ChannelThresholds,
+    DropoutEffect,
+    DropoutTest,
+    ProbeSensitivityEvidence,
+    SpuriousChannelsEvidence,
+)
 from auditor.results import (
     ChannelTable,
     ClassAnalysis,
@@ -45,24 +51,24 @@ def _severity(excess: float) -> Severity:
     return "high" if excess >= 0.5 else "medium" if excess >= 0.3 else "low"
 
 
-def dropout_effect(dropout: DropoutTable) -> dict[str, Any]:
+def dropout_effect(dropout: DropoutTable) -> DropoutEffect:
     """The top-k margin drop against the random-k distribution ([Chandrasegaran2022]: top-k vs
     random-k vs bottom-k): difference to the random mean, standardised effect
     (`auditor.checks.statistics.effect_size`), and the top-k's rank."""
     random = [r.margin_drop for r in dropout.random_k]
     mean = statistics.fmean(random)
-    tested = {} if dropout.statistics is None else {"statistics": asdict(dropout.statistics)}
-    return {
-        **tested,
-        "top_k_margin_drop": dropout.top_k.margin_drop,
-        "random_k_margin_drop_mean": mean,
-        "random_k_margin_drop_max": max(random),
-        "bottom_k_margin_drop": dropout.bottom_k.margin_drop,
-        "top_k_flip_rate": dropout.top_k.flip_rate,
-        "random_k_flip_rate_mean": statistics.fmean(r.flip_rate for r in dropout.random_k),
-        "effect": dropout.top_k.margin_drop - mean,
-        "effect_size": effect_size(dropout.top_k.margin_drop, np.array(random)),
-    }
+    tested = None if dropout.statistics is None else DropoutTest(**asdict(dropout.statistics))
+    return DropoutEffect(
+        statistics=tested,
+        top_k_margin_drop=dropout.top_k.margin_drop,
+        random_k_margin_drop_mean=mean,
+        random_k_margin_drop_max=max(random),
+        bottom_k_margin_drop=dropout.bottom_k.margin_drop,
+        top_k_flip_rate=dropout.top_k.flip_rate,
+        random_k_flip_rate_mean=statistics.fmean(r.flip_rate for r in dropout.random_k),
+        effect=dropout.top_k.margin_drop - mean,
+        effect_size=effect_size(dropout.top_k.margin_drop, np.array(random)),
+    )
 
 
 def validated(dropout: DropoutTable, thresholds: FindingThresholds) -> bool:
@@ -70,8 +76,8 @@ def validated(dropout: DropoutTable, thresholds: FindingThresholds) -> bool:
     and more than every random set."""
     effect = dropout_effect(dropout)
     return (
-        effect["effect"] >= thresholds.dropout_effect
-        and effect["top_k_margin_drop"] > effect["random_k_margin_drop_max"]
+        effect.effect >= thresholds.dropout_effect
+        and effect.top_k_margin_drop > effect.random_k_margin_drop_max
     )
 
 
@@ -87,17 +93,17 @@ def probe_sensitivity(probe: ProbeResult, dropout: DropoutTable, thresholds: Fin
             f"a neutral perturbation of the same size flips {probe.neutral.flip_rate:.0%}"
         ),
         probe=probe.name,
-        evidence={
-            "flip_rate": probe.probed.flip_rate,
-            "neutral_flip_rate": probe.neutral.flip_rate,
-            "excess_flip_rate": excess,
-            "margin_drop": probe.probed.margin_drop,
-            "neutral_margin_drop": probe.neutral.margin_drop,
-            "accuracy": probe.probed.accuracy,
-            "baseline_accuracy": dropout.baseline.accuracy,
-            "perturbation_norm": probe.perturbation_norm,
-            "threshold": thresholds.probe_excess_flip,
-        },
+        evidence=ProbeSensitivityEvidence(
+            flip_rate=probe.probed.flip_rate,
+            neutral_flip_rate=probe.neutral.flip_rate,
+            excess_flip_rate=excess,
+            margin_drop=probe.probed.margin_drop,
+            neutral_margin_drop=probe.neutral.margin_drop,
+            accuracy=probe.probed.accuracy,
+            baseline_accuracy=dropout.baseline.accuracy,
+            perturbation_norm=probe.perturbation_norm,
+            threshold=thresholds.probe_excess_flip,
+        ),
     )
 
 
@@ -122,22 +128,22 @@ def spurious_channels(
             f"under {shift.probe} (random channels: {random_mean:.0%})"
         ),
         probe=shift.probe,
-        evidence={
-            "layer": layer,
-            "class_index": analysis.class_index,
-            "class_name": analysis.class_name,
-            "n_samples": analysis.n_samples,
-            "channels": analysis.top_k,
-            "dropout": dropout_effect(analysis.dropout),
-            "top_k_activation_drop": shift.top_k_activation_drop,
-            "random_k_activation_drop_mean": random_mean,
-            "random_k_activation_drops": shift.random_k_activation_drops,
-            "activation_collapse": shift.collapse,
-            "thresholds": {
-                "dropout_effect": thresholds.dropout_effect,
-                "activation_collapse": thresholds.activation_collapse,
-            },
-        },
+        evidence=SpuriousChannelsEvidence(
+            layer=layer,
+            class_index=analysis.class_index,
+            class_name=analysis.class_name,
+            n_samples=analysis.n_samples,
+            channels=analysis.top_k,
+            dropout=dropout_effect(analysis.dropout),
+            top_k_activation_drop=shift.top_k_activation_drop,
+            random_k_activation_drop_mean=random_mean,
+            random_k_activation_drops=shift.random_k_activation_drops,
+            activation_collapse=shift.collapse,
+            thresholds=ChannelThresholds(
+                dropout_effect=thresholds.dropout_effect,
+                activation_collapse=thresholds.activation_collapse,
+            ),
+        ),
     )
 
 

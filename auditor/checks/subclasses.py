@@ -59,6 +59,7 @@ from auditor.checks.clusters import (
 )
 from auditor.checks.embedding_space import EmbeddingSpace
 from auditor.checks.neighbours import IndexHandle
+from auditor.evidence import UnlabeledSubclassEvidence
 from auditor.results import ClusterSummary, Finding
 
 
@@ -135,17 +136,17 @@ def subclass_finding(
             f"{stats.n_production} production samples predicted as '{stats.class_name}' "
             f"({stats.confidence:.0%} confidence) form a cluster " + " and ".join(reasons)
         ),
-        evidence={
+        evidence=UnlabeledSubclassEvidence(
             **asdict(stats),
-            "layer": space.layer,
-            "metric": space.metric,
-            "overall_reference_share": overall,
-            "signals": signals,
-            "members": [space.ids[i] for i in shown],
-            "nearest_reference": [space.ids[i] if i >= 0 else None for i in nearest],
-            "member_distances": [float(audit.refs.distance[i]) for i in shown],
-            "thresholds": asdict(thresholds),
-        },
+            layer=space.layer,
+            metric=space.metric,
+            overall_reference_share=overall,
+            signals=signals,
+            members=[space.ids[i] for i in shown],
+            nearest_reference=[space.ids[i] if i >= 0 else None for i in nearest],
+            member_distances=[float(audit.refs.distance[i]) for i in shown],
+            thresholds=asdict(thresholds),
+        ),
     )
 
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from auditor.demo.run import DemoSizes
 from auditor.demo.scenario import Content, checkerboard, counterfeit_content, tint, to_pixels
-from auditor.results import Finding, FindingKind
+from auditor.results import Finding
 
 KIT_SIZES = DemoSizes(train=1200, validation=300, production=300)
 """Samples per split: a detector trains in seconds on one core, an audit takes seconds."""
@@ -108,7 +108,7 @@ class Expected:
     """A finding that reveals a planted bias: its kind and, for probe findings, the probe's
     name (any parameters)."""
 
-    kind: FindingKind
+    kind: str
     probe: str | None = None
 
     def matches(self, finding: Finding) -> bool:

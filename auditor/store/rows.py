@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from auditor import results
+from auditor.evidence import FINDING_KINDS
 from auditor.store.schema import (
     ArtefactRow,
     ChannelStatRow,
@@ -34,25 +35,13 @@ from auditor.store.schema import (
 BOOTSTRAP_DTYPE = np.dtype("<f4")
 
 
-IDENTITY_EVIDENCE = ("class_index", "statistic")
-
-
 def finding_fingerprint(finding: results.Finding, model_name: str, layer: str) -> str:
-    """sha256 of kind, probe, model name, layer and the sorted `evidence["channels"]`, plus
-    the `IDENTITY_EVIDENCE` entries present (the class of a per-class finding, the statistic
-    of a drift finding): the same finding in consecutive audits of a model gets the same
-    fingerprint."""
-    channels = finding.evidence.get("channels")
-    key = [
-        finding.kind,
-        finding.probe,
-        model_name,
-        layer,
-        None if channels is None else sorted(int(c) for c in channels),
-    ]
-    key += [
-        [name, finding.evidence[name]] for name in IDENTITY_EVIDENCE if name in finding.evidence
-    ]
+    """sha256 of kind, probe, model name, layer and the evidence fields its kind declares
+    (`FindingKind.identity`: its sorted channel set, the class of a per-class finding, the
+    statistic of a drift finding): the same finding in consecutive audits of a model gets the
+    same fingerprint."""
+    identity = FINDING_KINDS.get(finding.kind).identity(finding.evidence)
+    key = [finding.kind, finding.probe, model_name, layer, *identity]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
@@ -155,7 +144,7 @@ def finding_rows(result: results.AuditResult) -> list[FindingRow]:
             severity=f.severity,
             title=f.title,
             probe=f.probe,
-            evidence=f.evidence,
+            evidence=f.evidence.model_dump(mode="json"),
             fingerprint=finding_fingerprint(f, result.model.name, result.channels.layer),
         )
         for f in result.findings

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from auditor.evidence import FINDING_KINDS, FindingEvidence
 from auditor.results import Severity
 
 AuditStatus = Literal["running", "succeeded", "failed", "cancelled"]
@@ -239,7 +240,8 @@ class ProbeResultRow(Base):
 
 
 class FindingRow(Base):
-    """A stored finding. `fingerprint` is equal for the same finding in consecutive audits."""
+    """A stored finding. `evidence` is the JSON of its kind's evidence model (`typed_evidence`
+    reads it back); `fingerprint` is equal for the same finding in consecutive audits."""
 
     __tablename__ = "findings"
     __table_args__ = (CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),)
@@ -260,6 +262,11 @@ class FindingRow(Base):
     reviews: Mapped[list[ReviewRow]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="ReviewRow.id"
     )
+
+    @property
+    def typed_evidence(self) -> FindingEvidence:
+        """The stored evidence JSON validated through its kind's model (`auditor.evidence`)."""
+        return FINDING_KINDS.get(self.kind).read(self.evidence)
 
 
 class ClusterRow(Base):

@@ -1,0 +1,247 @@
+"""Finding kinds: the registry `FINDING_KINDS` of every kind of finding, each with the typed
+model of its evidence and the evidence fields that identify the same finding in later audits.
+
+A finding's evidence is one frozen pydantic model per kind. The JSON report and the store keep
+it as `model_dump(mode="json")`; reading a stored finding back validates that JSON through its
+kind's model (`FindingKind.read`), so readers use fields, never string keys.
+
+A plug-in adds a kind under the entry point group `relevance_auditor.finding_kinds`: the entry
+point names the kind and loads its `FindingKind` (see README, "How to add a finding kind").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_serializer
+
+from auditor.registry import Registry
+
+
+class FindingEvidence(BaseModel):
+    """Base of every kind's evidence: frozen, and no field beyond the declared ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class FindingKind:
+    """A kind of finding: what it states, the model of its evidence, and what identifies it.
+
+    The fingerprint of a finding (`auditor.store.rows.finding_fingerprint`) hashes its kind,
+    probe, model name and layer, then `identity(evidence)`: the sorted channel set of the
+    evidence field `channel_set` (None without one) and `[name, value]` of each field in
+    `fingerprint_fields`. The same finding in consecutive audits of a model hashes the same,
+    so a reviewer's verdict carries over to it.
+    """
+
+    description: str
+    evidence: type[FindingEvidence]
+    channel_set: str | None = None
+    fingerprint_fields: tuple[str, ...] = ()
+
+    def channels(self, evidence: FindingEvidence) -> list[int] | None:
+        """The channel set the finding names (None: a kind without one)."""
+        if self.channel_set is None:
+            return None
+        return [int(c) for c in getattr(evidence, self.channel_set)]
+
+    def identity(self, evidence: FindingEvidence) -> list[Any]:
+        """The evidence part of the fingerprint's key (JSON values)."""
+        channels = self.channels(evidence)
+        values = evidence.model_dump(mode="json")
+        return [
+            None if channels is None else sorted(channels),
+            *([name, values[name]] for name in self.fingerprint_fields),
+        ]
+
+    def read(self, stored: dict[str, Any]) -> FindingEvidence:
+        """Stored evidence JSON validated into the kind's model."""
+        return self.evidence.model_validate(stored)
+
+
+def _check_kind(name: str, kind: FindingKind) -> None:
+    if not isinstance(kind, FindingKind):
+        raise TypeError(f"finding kind '{name}' is a {type(kind).__name__}, not a FindingKind")
+    if not (isinstance(kind.evidence, type) and issubclass(kind.evidence, FindingEvidence)):
+        raise TypeError(f"finding kind '{name}': evidence must subclass FindingEvidence")
+    named = [f for f in (kind.channel_set, *kind.fingerprint_fields) if f is not None]
+    missing = [f for f in named if f not in kind.evidence.model_fields]
+    if missing:
+        raise TypeError(
+            f"finding kind '{name}': fingerprint fields {missing} are not fields of "
+            f"{kind.evidence.__name__}"
+        )
+
+
+FINDING_KINDS: Registry[FindingKind] = Registry(
+    "finding kind", "relevance_auditor.finding_kinds", validate=_check_kind
+)
+
+
+class ProbeSensitivityEvidence(FindingEvidence):
+    """Predictions under a probe against a neutral perturbation of the same size (`threshold`:
+    the configured `probe_excess_flip`); accuracies need labels (None without)."""
+
+    flip_rate: float
+    neutral_flip_rate: float
+    excess_flip_rate: float
+    margin_drop: float
+    neutral_margin_drop: float
+    accuracy: float | None
+    baseline_accuracy: float | None
+    perturbation_norm: float
+    threshold: float
+
+
+class DropoutTest(FindingEvidence):
+    """The bootstrap test of a top-k dropout effect (`auditor.results.DropoutStatistics`)."""
+
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    effect_size: float
+
+
+class DropoutEffect(FindingEvidence):
+    """Top-k margin drop against the random-k sets (`auditor.checks.findings.dropout_effect`):
+    `effect` = top-k minus random-k mean margin drop; `effect_size` = effect over the random-k
+    spread (at least 0.01); `statistics`, where the audit tested it (left out otherwise)."""
+
+    statistics: DropoutTest | None = None
+    top_k_margin_drop: float
+    random_k_margin_drop_mean: float
+    random_k_margin_drop_max: float
+    bottom_k_margin_drop: float
+    top_k_flip_rate: float
+    random_k_flip_rate_mean: float
+    effect: float
+    effect_size: float
+
+    @model_serializer(mode="wrap")
+    def _without_untested(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("statistics") is None:
+            out.pop("statistics", None)
+        return out
+
+
+class ChannelThresholds(FindingEvidence):
+    """The configured thresholds a `spurious_channels` finding passed."""
+
+    dropout_effect: float
+    activation_collapse: float
+
+
+class SpuriousChannelsEvidence(FindingEvidence):
+    """The validated top-k `channels` of `layer` for the samples predicted as one class, their
+    dropout effect, and their activation drop under the probe against random channel sets
+    (`activation_collapse` = top-k drop minus the random-k mean drop)."""
+
+    layer: str
+    class_index: int
+    class_name: str
+    n_samples: int
+    channels: list[int]
+    dropout: DropoutEffect
+    top_k_activation_drop: float
+    random_k_activation_drop_mean: float
+    random_k_activation_drops: list[float]
+    activation_collapse: float
+    thresholds: ChannelThresholds
+
+
+class DriftSampleCounts(FindingEvidence):
+    """Samples of the audit and of its baseline audit."""
+
+    audit: int
+    baseline: int
+
+
+class ExplanationDriftEvidence(FindingEvidence):
+    """One drifted explanation statistic (`auditor.audit.drift`): its value, its no-drift
+    range at `confidence` over `n_replicates` bootstrap replicates, and the tolerated side
+    (`bound`) of `threshold`, against the baseline audit."""
+
+    statistic: str
+    value: float
+    no_drift_interval: tuple[float, float]
+    confidence: float
+    threshold: float
+    bound: Literal["min", "max"]
+    layer: str
+    baseline_audit_id: int
+    baseline_model_version: str | None
+    model_version: str
+    n_samples: DriftSampleCounts
+    n_replicates: int
+
+
+class UnlabeledSubclassEvidence(FindingEvidence):
+    """A cluster of production samples (`auditor.checks.subclasses`): its statistics (see that
+    module; None where undefined), the `signals` that flag it ("distance", "strategy"), up to
+    `subclasses.evidence_samples` `members` nearest its centre with their nearest reference
+    sample and distance to it, and the configured `thresholds`."""
+
+    cluster: int
+    size: int
+    n_reference: int
+    n_production: int
+    reference_share: float
+    predictions: dict[str, int]
+    class_index: int
+    class_name: str
+    prediction_share: float
+    confidence: float
+    n_labelled: int
+    label_purity: float | None
+    error_rate: float | None
+    member_distance: float | None
+    reference_distance: float | None
+    reference_members_distance: float | None
+    distance_ratio: float | None
+    profile_distance: float | None
+    layer: str
+    metric: str
+    overall_reference_share: float
+    signals: list[Literal["distance", "strategy"]]
+    members: list[str]
+    nearest_reference: list[str | None]
+    member_distances: list[float]
+    thresholds: dict[str, int | float]
+
+
+FINDING_KINDS.add(
+    "probe_sensitivity",
+    FindingKind(
+        "removing a cue flips predictions well beyond a neutral perturbation of the same size",
+        ProbeSensitivityEvidence,
+    ),
+)
+FINDING_KINDS.add(
+    "spurious_channels",
+    FindingKind(
+        "a class's validated top-k channels collapse under a probe of a non-semantic cue",
+        SpuriousChannelsEvidence,
+        channel_set="channels",
+        fingerprint_fields=("class_index",),
+    ),
+)
+FINDING_KINDS.add(
+    "explanation_drift",
+    FindingKind(
+        "an explanation statistic moved past its threshold and sampling noise since the baseline",
+        ExplanationDriftEvidence,
+        fingerprint_fields=("statistic",),
+    ),
+)
+FINDING_KINDS.add(
+    "unlabeled_subclass",
+    FindingKind(
+        "confidently predicted production samples cluster away from the class's reference",
+        UnlabeledSubclassEvidence,
+        fingerprint_fields=("class_index",),
+    ),
+)
