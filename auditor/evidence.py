@@ -107,8 +107,9 @@ class DropoutTest(FindingEvidence):
 
 class DropoutEffect(FindingEvidence):
     """Top-k margin drop against the random-k sets (`auditor.checks.findings.dropout_effect`):
-    `effect` = top-k minus random-k mean margin drop; `effect_size` = effect over the random-k
-    spread (at least 0.01); `statistics`, where the audit tested it (left out otherwise)."""
+    `effect` = top-k minus random-k mean margin drop; `effect_size`, the top-k margin drop in
+    random-k spreads (`auditor.checks.statistics.effect_size`); `statistics`, where the audit
+    tested the effect (left out of the JSON otherwise)."""
 
     statistics: DropoutTest | None = None
     top_k_margin_drop: float

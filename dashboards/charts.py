@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from auditor.evidence import DropoutEffect
 from dashboards.queries import AlertItem, DriftPoint
 
 CONDITIONS = ["top-k", "random-k", "bottom-k"]
@@ -96,7 +97,7 @@ def dropout_runs_from_section(section: dict[str, Any]) -> pd.DataFrame:
     return _with_top_k_interval(_runs(records), section.get("statistics"))
 
 
-def dropout_runs_from_evidence(dropout: dict[str, Any]) -> pd.DataFrame:
+def dropout_runs_from_evidence(dropout: DropoutEffect) -> pd.DataFrame:
     """Runs from a finding's dropout summary (`auditor.checks.findings.dropout_effect`): the
     random-k mean, ranging up to its worst set, and top-k / bottom-k."""
     margin = "margin_drop"
@@ -105,35 +106,36 @@ def dropout_runs_from_evidence(dropout: dict[str, Any]) -> pd.DataFrame:
             "condition": "top-k",
             "repeat": 0,
             "metric": margin,
-            "value": dropout["top_k_margin_drop"],
+            "value": dropout.top_k_margin_drop,
         },
         {
             "condition": "random-k",
             "repeat": 0,
             "metric": margin,
-            "value": dropout["random_k_margin_drop_mean"],
-            "upper": dropout["random_k_margin_drop_max"],
+            "value": dropout.random_k_margin_drop_mean,
+            "upper": dropout.random_k_margin_drop_max,
         },
         {
             "condition": "bottom-k",
             "repeat": 0,
             "metric": margin,
-            "value": dropout["bottom_k_margin_drop"],
+            "value": dropout.bottom_k_margin_drop,
         },
         {
             "condition": "top-k",
             "repeat": 0,
             "metric": "flip_rate",
-            "value": dropout["top_k_flip_rate"],
+            "value": dropout.top_k_flip_rate,
         },
         {
             "condition": "random-k",
             "repeat": 0,
             "metric": "flip_rate",
-            "value": dropout["random_k_flip_rate_mean"],
+            "value": dropout.random_k_flip_rate_mean,
         },
     ]
-    return _with_top_k_interval(_runs(records), dropout.get("statistics"))
+    tested = None if dropout.statistics is None else dropout.statistics.model_dump()
+    return _with_top_k_interval(_runs(records), tested)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:

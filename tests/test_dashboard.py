@@ -15,9 +15,11 @@ from sqlalchemy import event
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
+from auditor.evidence import FINDING_KINDS
 from auditor.store import AuditStore
 from dashboards import queries
 from dashboards.auth import OPEN_BANNER, auth_mode
+from dashboards.findings import FINDING_RENDERERS
 
 from .dashboard_synthetic import seed_synthetic
 
@@ -120,6 +122,25 @@ def test_audit_page_shows_every_finding_with_its_evidence(seeded: SeededStore):
     # dropout (finding + audit), dose-response, relevance, probes (finding + audit)
     assert charts(app) >= 6
     assert app.dataframe[0].value["probe"].tolist() == ["grayscale"]
+
+
+def dose_response_charts(app: AppTest) -> int:
+    """Charts of the dropout metric over k (their x axis: channels dropped)."""
+    return sum("channels dropped (k)" in e.proto.spec for e in app.get("vega_lite_chart"))
+
+
+def test_audit_page_shows_the_dose_response_of_a_spurious_channels_finding(seeded: SeededStore):
+    store = AuditStore(seeded.url)
+    spurious = [f for f in store.findings(seeded.shortcut_audit) if f.kind == "spurious_channels"]
+    store.close()
+    assert spurious
+    app = open_page("views/audit.py", audit=seeded.shortcut_audit)
+    # one per spurious_channels finding, and the audit's own at the end of the page
+    assert dose_response_charts(app) == len(spurious) + 1
+
+
+def test_every_finding_kind_has_a_renderer():
+    assert set(FINDING_KINDS.names()) <= set(FINDING_RENDERERS.names())
 
 
 def test_sample_explorer_explains_and_finds_neighbours(seeded: SeededStore):

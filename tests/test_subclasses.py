@@ -5,14 +5,14 @@ by a different relevance strategy."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from auditor.artefacts.report import report_section
+from auditor.artefacts.report import finding_dict, report_section
 from auditor.audit.passes import RelevancePass, relevance_pass
 from auditor.audit.stages import PassRunner
 from auditor.audit.subclass_stage import (
@@ -147,7 +147,9 @@ def test_report_section_and_findings_are_plain_json(tmp_path):
         "embedding_index",
         "map",
     }
-    assert json.loads(json.dumps(asdict(result.findings[0])))["kind"] == "unlabeled_subclass"
+    finding = json.loads(json.dumps(finding_dict(result.findings[0])))
+    assert finding["kind"] == "unlabeled_subclass"
+    assert finding["evidence"] == result.findings[0].evidence.model_dump()
 
 
 def test_production_drawn_like_the_reference_gives_no_finding(tmp_path):

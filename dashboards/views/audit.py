@@ -4,137 +4,30 @@ table and alerts."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
-from auditor.results import GalleryResult
 from auditor.store import AuditRow, FindingRow
 from dashboards import audit_files, charts, data, files, widgets
-from dashboards.queries import ReviewFilter
-
-GALLERY_CHANNELS = 6
-
-
-def class_section(report: dict[str, Any] | None, class_index: int | None) -> dict[str, Any] | None:
-    """The report's analysis of one predicted class."""
-    for section in (report or {}).get("classes", []):
-        if section.get("class_index") == class_index:
-            return section
-    return None
+from dashboards.findings import FindingContext, dose_response, render_evidence
+from dashboards.queries import ReviewFilter, Verdict
 
 
-def dropout_evidence(finding: FindingRow, report: dict[str, Any] | None, metric: str) -> None:
-    """Top-k vs random-k vs bottom-k for the finding's class: every run from the report, else
-    the summary in the finding's evidence."""
-    section = class_section(report, finding.evidence.get("class_index"))
-    if section is not None:
-        runs = charts.dropout_runs_from_section(section["dropout"])
-    else:
-        runs = charts.dropout_runs_from_evidence(finding.evidence["dropout"])
-        st.caption("summary from the finding (the report with every random-k run is not available)")
-    if metric not in set(runs.metric):
-        metric = "margin_drop"
-    st.altair_chart(charts.dropout_chart(runs, metric), width="stretch")
-    dose = finding.evidence.get("dose_response") or (section or {}).get("dose_response")
-    dose_response(dose, metric)
-
-
-def dose_response(section: dict[str, Any] | None, metric: str) -> None:
-    """The dropout metric over k, where the audit measured it."""
-    if not section:
-        return
-    frame = charts.dose_response_frame(section, metric)
-    if not frame.empty:
-        st.markdown("**Dose-response over k**")
-        st.altair_chart(charts.dose_response_chart(frame, metric), width="stretch")
-
-
-def channel_gallery(gallery: GalleryResult | None, channels: list[int]) -> None:
-    """For each channel: its top-activating samples with the region of its relevance peak
-    outlined, and its channel-conditional heatmaps."""
-    if gallery is None:
-        st.caption("No channel gallery for this audit (gallery disabled, or pruned by retention).")
-        return
-    shown = [g for g in gallery.channels if g.channel in set(channels)][:GALLERY_CHANNELS]
-    for g in shown:
-        ids = ", ".join(e.sample_id for e in g.entries)
-        st.markdown(f"**Channel {g.channel}** — top samples by activation: {ids}")
-        st.image(
-            f"{gallery.directory}/{g.samples_image}",
-            caption="input region of the relevance peak outlined",
-        )
-        st.image(
-            f"{gallery.directory}/{g.heatmaps_image}",
-            caption="channel-conditional relevance (red +, blue −)",
-        )
-
-
-def probe_evidence(finding: FindingRow, audit: AuditRow) -> None:
-    rows = [r for r in audit.probe_results if r.probe == finding.probe]
-    if rows:
-        st.altair_chart(charts.probe_chart(rows), width="stretch")
-
-
-def drift_evidence(finding: FindingRow) -> None:
-    e = finding.evidence
-    low, high = e["no_drift_interval"]
-    columns = st.columns(3)
-    columns[0].metric(e["statistic"], f"{e['value']:.3f}")
-    columns[1].metric("no-drift range", f"{low:.2f} – {high:.2f}")
-    columns[2].metric(f"threshold ({e['bound']})", f"{e['threshold']:g}")
-    st.page_link("views/drift.py", label="Drift timeline", icon=":material/timeline:")
-
-
-def subclass_evidence(finding: FindingRow, audit_id: int) -> None:
-    e = finding.evidence
-    columns = st.columns(4)
-    columns[0].metric("production members", e.get("n_production"))
-    columns[1].metric("confidence", f"{e.get('confidence', 0):.0%}")
-    columns[2].metric(
-        "distance ratio", f"{e['distance_ratio']:.2f}" if e.get("distance_ratio") else "–"
-    )
-    columns[3].metric(
-        "profile distance", f"{e['profile_distance']:.2f}" if e.get("profile_distance") else "–"
-    )
-    st.page_link(
-        "views/embeddings.py",
-        label="Show the cluster on the map",
-        icon=":material/scatter_plot:",
-        query_params={"audit": str(audit_id), "cluster": str(e.get("cluster", ""))},
-    )
-
-
-def finding_card(
-    finding: FindingRow, audit: AuditRow, report: dict[str, Any] | None, metric: str
-) -> None:
+def finding_card(finding: FindingRow, verdict: Verdict | None, context: FindingContext) -> None:
+    """One finding: severity, kind, title, its verdict, its kind's evidence, a link to review."""
     with st.container(border=True):
         header = st.container(horizontal=True)
         with header:
             widgets.severity_badge(finding.severity)
             st.badge(finding.kind.replace("_", " "), color="gray")
         st.markdown(f"**{finding.title}**")
-        widgets.verdict_line(verdicts.get(finding.id), finding.id)
-        if finding.kind == "spurious_channels":
-            left, right = st.columns(2)
-            with left:
-                dropout_evidence(finding, report, metric)
-            with right:
-                channel_gallery(audit_files.gallery(url, audit.id), finding.evidence.get("channels", []))
-        elif finding.kind == "probe_sensitivity":
-            probe_evidence(finding, audit)
-        elif finding.kind == "explanation_drift":
-            drift_evidence(finding)
-        elif finding.kind == "unlabeled_subclass":
-            subclass_evidence(finding, audit.id)
-        with st.expander("All evidence"):
-            st.json(finding.evidence, expanded=False)
+        widgets.verdict_line(verdict, finding.id)
+        render_evidence(finding, context)
         st.page_link(
             "views/review.py",
             label="Review",
             icon=":material/rate_review:",
-            query_params={"audit": str(audit.id)},
+            query_params={"audit": str(context.audit.id)},
         )
 
 
@@ -194,8 +87,9 @@ if not audit.findings:
     st.success(
         "No findings: the audit found no shortcut, probe sensitivity or drift past its thresholds."
     )
+context = FindingContext(url, audit, report, metric)
 for finding in audit.findings:
-    finding_card(finding, audit, report, metric)
+    finding_card(finding, verdicts.get(finding.id), context)
 
 st.header("Evidence of the whole audit")
 stats = sorted(audit.channel_stats, key=lambda s: s.channel)
@@ -213,7 +107,7 @@ st.altair_chart(
     charts.dropout_chart(charts.dropout_runs_from_rows(audit.dropout_results), metric),
     width="stretch",
 )
-dose_response((report or {}).get("dose_response"), metric)
+dose_response((report or {}).get("dose_response"), metric, "Dose-response over k")
 st.subheader("Probes")
 if audit.probe_results:
     st.altair_chart(charts.probe_chart(audit.probe_results), width="stretch")

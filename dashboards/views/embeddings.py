@@ -27,11 +27,8 @@ STATISTICS = {
 
 def finding_members(audit: AuditRow) -> dict[int, list[str]]:
     """Per cluster, the member ids an `unlabeled_subclass` finding lists."""
-    return {
-        f.evidence["cluster"]: f.evidence.get("members", [])
-        for f in audit.findings
-        if f.kind == "unlabeled_subclass" and "cluster" in f.evidence
-    }
+    subclasses = [f.typed_evidence for f in audit.findings if f.kind == "unlabeled_subclass"]
+    return {e.cluster: e.members for e in subclasses}
 
 
 def sample_frame(stored: EmbeddingFiles, method: str, audit: AuditRow) -> pd.DataFrame:
