@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
+from auditor.audit.preflight import check_inputs
 from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, load_samples, normalize
-from auditor.errors import SampleError
 from auditor.execution import Executor, make_executor
-from auditor.model.graph import ModelGraph, SplitModel
+from auditor.model.graph import ModelGraph
 from auditor.tracking.resolve import LoadedModel, load_model
 
 
@@ -52,34 +52,10 @@ def build_graph(loaded: LoadedModel, samples: SampleSet, config: AuditConfig) ->
     return ModelGraph.from_module(loaded.module, example)
 
 
-def check_fit(graph: ModelGraph, split: SplitModel, samples: SampleSet, config: AuditConfig) -> None:
-    """Fail early, with the sample size in the message, when the samples do not fit the model:
-    another size than the one the graph was exported for, or a forward pass that fails."""
-    shape = tuple(samples.images.shape[1:])
-    size = "x".join(str(s) for s in shape)
-    expected = graph.input_shape
-    fix = "set preprocess.size to the model's input size"
-    if expected is not None and any(e is not None and e != s for e, s in zip(expected, shape)):
-        wanted = "x".join("?" if e is None else str(e) for e in expected)
-        raise SampleError(
-            f"samples of size {size} do not fit model {config.model.uri}, which takes {wanted}", fix
-        )
-    batch = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
-    try:
-        with torch.no_grad():
-            split.head(split.trunk(batch))
-    except Exception as err:  # shape errors surface as several exception types
-        raise SampleError(
-            f"samples of size {size} do not fit model {config.model.uri}: "
-            f"{str(err).splitlines()[0]}",
-            fix,
-        ) from err
-
-
 def resolve_inputs(config: AuditConfig, resources: ExitStack, timer: StageTimer) -> AuditInputs:
-    """Load the model and the samples, split the model's graph at the audited layer, check that
-    the samples fit it, and start the executor; the samples and the executor are closed with
-    `resources`."""
+    """Load the model and the samples, split the model's graph at the audited layer, check the
+    inputs against it before any pass (`auditor.audit.preflight`), and start the executor; the
+    samples and the executor are closed with `resources`."""
     with timer.stage("load_model"):
         loaded = load_model(
             config.model.uri, tracking_uri=config.tracking_uri, trusted=config.model.trusted
@@ -94,10 +70,11 @@ def resolve_inputs(config: AuditConfig, resources: ExitStack, timer: StageTimer)
     with timer.stage("prepare_graph"):
         graph = build_graph(loaded, samples, config)
         split = graph.split(config.model.layer or graph.default_layer())
-        check_fit(graph, split, samples, config)
         model = WorkerModel(
             split, config.preprocess, config.relevance.composite, config.relevance.epsilon
         )
+    with timer.stage("preflight"):
+        check_inputs(graph, split, samples, config)
     with timer.stage("start_executor"):
         executor = resources.enter_context(make_executor(config.executor))
     return AuditInputs(loaded, graph, model, samples, executor)
