@@ -19,7 +19,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from auditor.evidence import DropoutEffect
-from dashboards.queries import AlertItem, DriftPoint
+from dashboards.query_results import AlertItem, DriftPoint
 
 CONDITIONS = ["top-k", "random-k", "bottom-k"]
 CONDITION_COLOURS = ["#d62728", "#7f7f7f", "#1f77b4"]

@@ -15,7 +15,15 @@ import streamlit as st
 from auditor.config.locations import default_store_url
 from auditor.errors import AuditorError
 from auditor.store import AlertRow, AuditRow, AuditStore
-from dashboards import queries
+from dashboards import queries, review_queries
+from dashboards.query_results import (
+    AlertItem,
+    AuditSummary,
+    DriftPoint,
+    ModelCard,
+    ReviewFilter,
+    ReviewPage,
+)
 
 TTL_S = 30
 
@@ -42,14 +50,14 @@ def open_store(url: str) -> AuditStore:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def model_cards(url: str) -> list[queries.ModelCard]:
+def model_cards(url: str) -> list[ModelCard]:
     return queries.model_cards(store(url))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def recent_audits(
     url: str, model: str | None = None, limit: int = 200
-) -> list[queries.AuditSummary]:
+) -> list[AuditSummary]:
     return queries.recent_audits(store(url), limit=limit, model=model)
 
 
@@ -75,20 +83,20 @@ def alerts(url: str, audit_id: int) -> list[AlertRow]:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def drift_timeline(url: str, model: str) -> list[queries.DriftPoint]:
+def drift_timeline(url: str, model: str) -> list[DriftPoint]:
     return queries.drift_timeline(store(url), model)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def model_alerts(url: str, model: str) -> list[queries.AlertItem]:
+def model_alerts(url: str, model: str) -> list[AlertItem]:
     return queries.model_alerts(store(url), model)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def review_queue(
-    url: str, flt: queries.ReviewFilter, limit: int, offset: int
-) -> queries.ReviewPage:
-    return queries.review_queue(store(url), flt, limit=limit, offset=offset)
+    url: str, flt: ReviewFilter, limit: int, offset: int
+) -> ReviewPage:
+    return review_queries.review_queue(store(url), flt, limit=limit, offset=offset)
 
 
 def add_review(url: str, finding_id: int, status: str, reviewer: str, comment: str) -> None:

@@ -2,7 +2,8 @@
 
 Every function runs a fixed number of statements, whatever the number of audits, and returns
 at most a bounded number of rows (limits, pagination), so that pages stay quick with hundreds
-of audits. Results are frozen dataclasses (picklable: `dashboards.data` caches them).
+of audits. Results are the frozen records of `dashboards.query_results` (picklable:
+`dashboards.data` caches them); the review queue is in `dashboards.review_queries`.
 
 A finding's verdict is the newest review over every finding with its fingerprint, in any
 audit (as `AuditStore.false_alarms` reads it): an expert's verdict carries over to the same
@@ -11,13 +12,10 @@ finding in later audits, and the review page says where it came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Subquery
 
 from auditor.store import (
     AlertRow,
@@ -27,137 +25,15 @@ from auditor.store import (
     FindingRow,
     ModelVersionRow,
     RegisteredModelRow,
-    ReviewRow,
 )
-
-MAIN_DRIFT_STATISTIC = "spearman"
-UNREVIEWED = "unreviewed"
-SEVERITIES = ("high", "medium", "low")
-VERDICTS = ("confirmed", "false_alarm", "needs_data")
-
-
-@dataclass(frozen=True)
-class AuditSummary:
-    """One audit as listed: which model version, when, and how it ended."""
-
-    id: int
-    model: str | None
-    version: str | None
-    model_uri: str
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    layer: str | None
-    error: str | None
-
-    @property
-    def alias(self) -> str | None:
-        """The registry alias the audit asked for (`models:/name@alias`), if any."""
-        if self.model_uri.startswith("models:/") and "@" in self.model_uri:
-            return self.model_uri.rsplit("@", 1)[1]
-        return None
-
-    @property
-    def label(self) -> str:
-        model = self.model or self.model_uri
-        version = f" v{self.version}" if self.version and self.version != self.model_uri else ""
-        return f"#{self.id} {model}{version} · {self.started_at:%Y-%m-%d %H:%M} · {self.status}"
-
-
-@dataclass(frozen=True)
-class DriftPoint:
-    """One drift statistic of one audit against its baseline, with its no-drift range."""
-
-    audit_id: int
-    started_at: datetime
-    name: str
-    value: float
-    lower: float
-    upper: float
-    threshold: float
-    bound: str
-    drifted: bool
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What the overview shows of one registered model."""
-
-    name: str
-    latest: AuditSummary
-    audited: AuditSummary | None
-    open_findings: dict[str, int]
-    to_review: int
-    active_alerts: int
-    drift: list[DriftPoint] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The newest review of a fingerprint, and the finding (and audit) it was given on."""
-
-    status: str
-    reviewer: str
-    comment: str | None
-    created_at: datetime
-    finding_id: int
-    audit_id: int
-
-
-@dataclass(frozen=True)
-class FindingItem:
-    """A finding in the review queue, with the verdict its fingerprint carries."""
-
-    id: int
-    audit_id: int
-    model: str | None
-    version: str | None
-    kind: str
-    severity: str
-    title: str
-    probe: str | None
-    fingerprint: str
-    evidence: dict[str, Any]
-    audited_at: datetime
-    verdict: Verdict | None
-
-    @property
-    def status(self) -> str:
-        return self.verdict.status if self.verdict else UNREVIEWED
-
-    @property
-    def carried_over(self) -> bool:
-        """The verdict was given on the same finding in another audit."""
-        return self.verdict is not None and self.verdict.finding_id != self.id
-
-
-@dataclass(frozen=True)
-class ReviewFilter:
-    """Review queue filters; an empty tuple means no restriction."""
-
-    statuses: tuple[str, ...] = ()
-    severities: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    kinds: tuple[str, ...] = ()
-    audit_id: int | None = None
-
-
-@dataclass(frozen=True)
-class ReviewPage:
-    items: list[FindingItem]
-    total: int
-
-
-@dataclass(frozen=True)
-class AlertItem:
-    id: int
-    audit_id: int
-    event: str
-    sink: str
-    severity: str
-    title: str
-    status: str
-    created_at: datetime
+from dashboards.query_results import (
+    MAIN_DRIFT_STATISTIC,
+    AlertItem,
+    AuditSummary,
+    DriftPoint,
+    ModelCard,
+)
+from dashboards.review_queries import newest_verdicts
 
 
 def _audits() -> Select:
@@ -180,30 +56,6 @@ def _audits() -> Select:
 
 def _summary(row: Any) -> AuditSummary:
     return AuditSummary(*row[:9])
-
-
-def newest_verdicts() -> Subquery:
-    """Per fingerprint, its newest review: status, reviewer, comment, time, finding, audit."""
-    ranked = (
-        select(
-            FindingRow.fingerprint,
-            ReviewRow.status,
-            ReviewRow.reviewer,
-            ReviewRow.comment,
-            ReviewRow.created_at,
-            ReviewRow.finding_id,
-            FindingRow.audit_id,
-            func.row_number()
-            .over(
-                partition_by=FindingRow.fingerprint,
-                order_by=(ReviewRow.created_at.desc(), ReviewRow.id.desc()),
-            )
-            .label("n"),
-        )
-        .join(ReviewRow, ReviewRow.finding_id == FindingRow.id)
-        .subquery()
-    )
-    return select(ranked).where(ranked.c.n == 1).subquery("verdict")
 
 
 def recent_audits(
@@ -399,65 +251,3 @@ def model_alerts(store: AuditStore, model: str, limit: int = 200) -> list[AlertI
     )
     with store.transaction(write=False) as session:
         return [AlertItem(*row) for row in session.execute(query)][::-1]
-
-
-def review_queue(
-    store: AuditStore, flt: ReviewFilter, *, limit: int = 20, offset: int = 0
-) -> ReviewPage:
-    """One page of findings matching `flt`, newest audit first, and how many match in all.
-    Two statements."""
-    verdict = newest_verdicts()
-    conditions = []
-    if flt.statuses:
-        wanted = [s for s in flt.statuses if s != UNREVIEWED]
-        status = verdict.c.status.in_(wanted)
-        conditions.append(
-            or_(status, verdict.c.status.is_(None)) if UNREVIEWED in flt.statuses else status
-        )
-    if flt.severities:
-        conditions.append(FindingRow.severity.in_(flt.severities))
-    if flt.models:
-        conditions.append(RegisteredModelRow.name.in_(flt.models))
-    if flt.kinds:
-        conditions.append(FindingRow.kind.in_(flt.kinds))
-    if flt.audit_id is not None:
-        conditions.append(FindingRow.audit_id == flt.audit_id)
-    base = (
-        select(FindingRow.id)
-        .join(AuditRow, AuditRow.id == FindingRow.audit_id)
-        .outerjoin(AuditRow.model_version)
-        .outerjoin(ModelVersionRow.model)
-        .outerjoin(verdict, verdict.c.fingerprint == FindingRow.fingerprint)
-        .where(*conditions)
-    )
-    query = (
-        base.with_only_columns(
-            FindingRow.id,
-            FindingRow.audit_id,
-            RegisteredModelRow.name,
-            ModelVersionRow.version,
-            FindingRow.kind,
-            FindingRow.severity,
-            FindingRow.title,
-            FindingRow.probe,
-            FindingRow.fingerprint,
-            FindingRow.evidence,
-            AuditRow.started_at,
-            verdict.c.status,
-            verdict.c.reviewer,
-            verdict.c.comment,
-            verdict.c.created_at,
-            verdict.c.finding_id,
-            verdict.c.audit_id,
-        )
-        .order_by(AuditRow.started_at.desc(), FindingRow.audit_id.desc(), FindingRow.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    with store.transaction(write=False) as session:
-        total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-        items = [
-            FindingItem(*row[:11], verdict=Verdict(*row[11:]) if row[11] is not None else None)
-            for row in session.execute(query)
-        ]
-    return ReviewPage(items, total)

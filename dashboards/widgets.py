@@ -13,7 +13,7 @@ from auditor.artefacts.gallery_files import diverging
 from auditor.store import AuditRow
 from dashboards import data
 from dashboards.charts import SEVERITY_COLOURS
-from dashboards.queries import AuditSummary, Verdict
+from dashboards.query_results import AuditSummary, Verdict
 
 VERDICT_LABELS = {
     "confirmed": "confirmed",

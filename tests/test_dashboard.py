@@ -17,9 +17,10 @@ from streamlit.testing.v1 import AppTest
 
 from auditor.evidence import FINDING_KINDS
 from auditor.store import AuditStore
-from dashboards import queries
+from dashboards import queries, review_queries
 from dashboards.auth import OPEN_BANNER, auth_mode
 from dashboards.findings import FINDING_RENDERERS
+from dashboards.query_results import UNREVIEWED, ReviewFilter
 
 from .dashboard_synthetic import seed_synthetic
 
@@ -290,12 +291,12 @@ def test_overview_and_review_queries_stay_bounded(synthetic):
     )  # its newest audit's fingerprints were reviewed in earlier audits
 
     statements.clear()
-    page = queries.review_queue(store, queries.ReviewFilter(), limit=20, offset=40)
+    page = review_queries.review_queue(store, ReviewFilter(), limit=20, offset=40)
     assert len(statements) <= 3  # BEGIN + count + page
     assert (len(page.items), page.total) == (20, 400)
     assert all(item.verdict and item.verdict.status == "confirmed" for item in page.items)
-    unreviewed = queries.review_queue(
-        store, queries.ReviewFilter(statuses=(queries.UNREVIEWED,)), limit=20
+    unreviewed = review_queries.review_queue(
+        store, ReviewFilter(statuses=(UNREVIEWED,)), limit=20
     )
     assert unreviewed.total == 0
 

@@ -10,7 +10,7 @@ import streamlit as st
 from auditor.store import AuditRow, FindingRow
 from dashboards import audit_files, charts, data, files, widgets
 from dashboards.findings import FindingContext, dose_response, render_evidence
-from dashboards.queries import ReviewFilter, Verdict
+from dashboards.query_results import ReviewFilter, Verdict
 
 
 def finding_card(finding: FindingRow, verdict: Verdict | None, context: FindingContext) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import charts, data, widgets
-from dashboards.queries import MAIN_DRIFT_STATISTIC, SEVERITIES, ModelCard
+from dashboards.query_results import MAIN_DRIFT_STATISTIC, SEVERITIES, ModelCard
 
 STATUS_ICONS = {
     "succeeded": ":material/check_circle:",

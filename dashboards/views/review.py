@@ -9,7 +9,7 @@ import math
 import streamlit as st
 
 from dashboards import auth, data, widgets
-from dashboards.queries import SEVERITIES, UNREVIEWED, VERDICTS, FindingItem, ReviewFilter
+from dashboards.query_results import SEVERITIES, UNREVIEWED, VERDICTS, FindingItem, ReviewFilter
 
 PAGE_SIZE = 20
 STATUS_LABELS = {UNREVIEWED: "not reviewed", **widgets.VERDICT_LABELS}
