@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from auditor.audit.passes import Condition, dropout_pass
+from auditor.audit.passes import Condition, cached_logits, dropout_pass
 from auditor.audit.worker import WorkerModel
 from auditor.checks.dropout import (
-    cached_logits,
     dropout_validation,
     random_channel_sets,
     rank_channels,

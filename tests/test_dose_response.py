@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.audit.passes import Condition, RelevancePass, dropout_pass, relevance_pass
+from auditor.audit.passes import (
+    Condition,
+    RelevancePass,
+    cached_logits,
+    dropout_pass,
+    head_logits,
+    relevance_pass,
+)
 from auditor.audit.worker import WorkerModel
 from auditor.checks.dose_response import dose_ks, dose_response, dose_sets
-from auditor.checks.dropout import cached_logits, head_logits
 from auditor.checks.metrics import margin_lost
 from auditor.config import Preprocess
 from auditor.data.samples import SampleSet, load_sample_set, normalize

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import fx
 
 from auditor.audit.worker import WorkerModel
+from auditor.checks.dropout import LogitsOf
 from auditor.checks.metrics import margin_lost
 from auditor.checks.probes.base import Probe
 from auditor.checks.probes.neutral import change_norms, neutral_perturbation
@@ -303,3 +305,22 @@ class OcclusionTask:
             lost.append(margin_lost(logits, base))
             flipped.append((logits.argmax(dim=1) != base.argmax(dim=1)).numpy())
         return {"margin_lost": np.stack(lost, axis=1), "flipped": np.stack(flipped, axis=1)}
+
+
+def head_logits(
+    head: fx.GraphModule, activations: torch.Tensor, drop: Sequence[int], batch_size: int
+) -> torch.Tensor:
+    """Logits of the head on cached activations with channels `drop` zeroed."""
+    mask = torch.ones(activations.shape[1], dtype=activations.dtype)
+    mask[list(drop)] = 0
+    shape = (1, -1) + (1,) * (activations.dim() - 2)
+    mask = mask.reshape(shape)
+    with torch.no_grad():
+        return torch.cat(
+            [head(chunk.float() * mask) for chunk in activations.split(batch_size)]
+        )
+
+
+def cached_logits(head: fx.GraphModule, activations: torch.Tensor, batch_size: int) -> LogitsOf:
+    """`drop -> head logits` on activations held in memory."""
+    return lambda drop: head_logits(head, activations, drop, batch_size)

@@ -3,8 +3,8 @@ channels (repeated, averaged) and the bottom-k channels at the audited layer, an
 
 The checks measure through `logits_of(drop)`: the head's logits with channels `drop` zeroed
 at the layer. In an audit these come from one streamed pass that runs the trunk once per
-batch and the head once per condition (`auditor.audit.passes.dropout_pass`); `cached_logits` gives
-the same from activations held in memory.
+batch and the head once per condition (`auditor.audit.passes.dropout_pass`);
+`auditor.audit.passes.cached_logits` gives the same from activations held in memory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import fx
 
 from auditor.checks.metrics import condition_metrics, condition_metrics_and_margins
 from auditor.checks.statistics import dropout_evidence
@@ -39,26 +38,7 @@ def random_channel_sets(
     return [sorted(int(c) for c in rng.choice(pool, size=k, replace=False)) for _ in range(repeats)]
 
 
-def head_logits(
-    head: fx.GraphModule, activations: torch.Tensor, drop: Sequence[int], batch_size: int
-) -> torch.Tensor:
-    """Logits of the head on cached activations with channels `drop` zeroed."""
-    mask = torch.ones(activations.shape[1], dtype=activations.dtype)
-    mask[list(drop)] = 0
-    shape = (1, -1) + (1,) * (activations.dim() - 2)
-    mask = mask.reshape(shape)
-    with torch.no_grad():
-        return torch.cat(
-            [head(chunk.float() * mask) for chunk in activations.split(batch_size)]
-        )
-
-
 LogitsOf = Callable[[Sequence[int]], torch.Tensor]
-
-
-def cached_logits(head: fx.GraphModule, activations: torch.Tensor, batch_size: int) -> LogitsOf:
-    """`drop -> head logits` on activations held in memory."""
-    return lambda drop: head_logits(head, activations, drop, batch_size)
 
 
 def dropout_conditions(
