@@ -49,6 +49,7 @@ from auditor.audit.pipeline import audit
 from auditor.config import AuditConfig
 from auditor.data.images import FileImages
 from auditor.errors import ConfigError, SampleError
+from auditor.logs import configure_logging
 from auditor.tracking.resolve import download_samples
 from auditor.tracking.run_log import audit_metrics, write_artifacts
 
@@ -81,6 +82,7 @@ class RelevanceAuditEvaluator(ModelEvaluator):
         model: Any = None,
         **kwargs: Any,
     ) -> EvaluationResult:
+        configure_logging()  # the auditor's warnings, though mlflow.pytorch silenced the root
         settings = dict(evaluator_config)
         image_column = settings.pop("image_column", "image")
         prefix = settings.pop("metric_prefix", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -118,6 +119,15 @@ def _build_scenario(root: Path, *, colour_shortcut: bool, seed: int = 0) -> Scen
         production=save_npz(root / "production.npz", images[cut:], None, "prod"),
     )
 
+
+@pytest.fixture(autouse=True)
+def auditor_logger_restored() -> Iterator[None]:
+    """An entry point run in the test's process (the evaluator) gives the `auditor` logger its
+    own handler and stops propagation (`auditor.logs`); later tests capture through the root."""
+    logger = logging.getLogger("auditor")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 @pytest.fixture(scope="session")
 def shortcut_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:

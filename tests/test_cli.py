@@ -151,6 +151,35 @@ def test_unknown_layer_name(shortcut_scenario, tmp_path):
     assert_clean_failure(result, tmp_path, "layer9", "did you mean")
 
 
+def test_alerts_of_the_log_sink_and_undelivered_warnings_reach_stderr(
+    shortcut_scenario, tmp_path, monkeypatch
+):
+    """Loading the PyTorch model imports `mlflow.pytorch`, whose Lightning autolog module runs
+    `logging.basicConfig(level=ERROR)`: the auditor's own log handler still prints the log
+    sink's alert and the warning that the (unreachable) webhook sink did not deliver it."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    monkeypatch.setenv("AUDITOR_TEST_DEAD_HOOK", dead)
+    alerts = {
+        "sinks": [
+            {"name": "log", "type": "log"},
+            {"name": "dead", "type": "webhook", "url_env": "AUDITOR_TEST_DEAD_HOOK", "timeout_s": 2},
+        ],
+        "rules": [{"event": "audit_failed", "sinks": ["log", "dead"]}],
+    }
+    config = audit_config(shortcut_scenario, tmp_path, model={"layer": "layer9"}, alerts=alerts)
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+
+    assert result.returncode == 2, result.stderr
+    assert "WARNING auditor.alerts: [high] audit 1 failed: " in result.stderr
+    assert "WARNING auditor.alerts: alert for audit 1 not delivered: " in result.stderr
+    store = AuditStore(f"sqlite:///{tmp_path / 'auditor.db'}")
+    sent = [(a.sink, a.status) for a in store.alerts(1)]
+    store.close()
+    assert sent == [("log", "sent"), ("dead", "failed")]
+
+
 def test_model_uri_that_does_not_exist(registered, shortcut_scenario, tmp_path):
     config = server_config(registered, shortcut_scenario, tmp_path, model={"uri": "models:/no-such-model@production"})
     result = auditor("audit", "--config", str(write_config(tmp_path, config)))

@@ -119,17 +119,22 @@ app.command()(schedule)
 app.command("dashboard")(dashboard)
 
 
-def _quiet_libraries() -> None:
-    """MLflow's INFO logs and download bars would drown the audit's own progress and summary."""
+def _configure_logging() -> None:
+    """The auditor's warnings (and the log sink's alerts) on stderr, whatever a library does to
+    the root logger; MLflow's INFO logs and download bars would drown the audit's own progress
+    and summary."""
     import logging
 
+    from auditor.logs import SHORT_FORMAT, configure_logging
+
+    configure_logging(logging.WARNING, SHORT_FORMAT)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def main() -> None:
-    _quiet_libraries()
+    _configure_logging()
     try:
         app()
     except AuditCancelled as err:  # stopped on purpose: no "error:", the conventional status

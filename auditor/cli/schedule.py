@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auditor.logs import LOG_FORMAT, configure_logging
 from auditor.scheduler.health import JobResult
 
 JOBS_FAILED_EXIT = 3
@@ -38,8 +39,8 @@ def schedule(
     SIGINT, or with --once run each once and exit."""
     from auditor.scheduler.config import load_schedule
     from auditor.scheduler.daemon import Daemon, check_jobs, run_once
-    from auditor.scheduler.runner import LOG_FORMAT
 
+    configure_logging(logging.INFO, LOG_FORMAT)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     plan = load_schedule(config)
     check_jobs(plan)

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 from auditor.audit.cancellation import AuditCancelled, CancelRequest
 from auditor.config import AuditConfig, load_config
 from auditor.errors import AuditorError, MlflowUnreachableError, StoreError
+from auditor.logs import LOG_FORMAT, configure_logging
 from auditor.results import Severity
 from auditor.scheduler.config import JobSpec, RetrySettings
 from auditor.scheduler.health import Health, JobResult, JobStatus, now_iso
@@ -37,7 +38,6 @@ from auditor.tracking.resolve import REMOTE_SCHEMES, check_tracking_server
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RETRYABLE = (MlflowUnreachableError, StoreError)
 POLL_S = 0.5
 KILL_AFTER_S = 60.0  # a stopped audit process gets this long to record its cancellation
@@ -217,7 +217,8 @@ def _audit_process(config: AuditConfig, report_path: Path | None, send: Connecti
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_stopped)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging(logging.INFO, LOG_FORMAT)  # the audit's alerts, whatever mlflow does to root
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # the libraries' records
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     progress.enabled = False
     try:
