@@ -312,9 +312,8 @@ class Offset(Scaled):
 
 def test_unsupported_operations_head_layers_and_options_are_named_in_the_error():
     x = _inputs(2, 6)
-    srd = SRD(_graph(Scaled(), x))
     with pytest.raises(RelevanceError, match="aten.mul.Tensor"):
-        srd.attribute(x)
+        SRD(_graph(Scaled(), x)).attribute(x)
     with pytest.raises(RelevanceError, match="aten.add.Tensor with a constant operand"):
         SRD(_graph(Offset(), x)).attribute(x)
     with pytest.raises(RelevanceError, match="SRD takes no options, got composite"):

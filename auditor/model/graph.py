@@ -19,7 +19,8 @@ import torch
 from torch import fx, nn
 
 from auditor.errors import LayerNotFoundError, ModelLoadError
-from auditor.model.ops import CONV_OPS, GLOBAL_POOL_OPS
+from auditor.model.canonical import canonicalise
+from auditor.model.ops import BATCH_NORM_OPS, CONV_OPS, GLOBAL_POOL_OPS
 
 aten = torch.ops.aten
 
@@ -34,6 +35,22 @@ def module_paths(node: fx.Node) -> list[str]:
     """Module paths enclosing `node`, outermost first (the root module's '' excluded)."""
     stack = node.meta.get("nn_module_stack") or {}
     return [path for path, _type in stack.values() if path]
+
+
+def describe_node(node: fx.Node, detail: str = "") -> str:
+    """`operation T<detail> at node 'n' in module 'p'`: where a rule is missing, in one phrase."""
+    paths = module_paths(node)
+    where = f"module '{paths[-1]}'" if paths else "the root module"
+    return f"operation {node.target}{detail} at node '{node.name}' in {where}"
+
+
+def input_dependent(gm: fx.GraphModule) -> list[fx.Node]:
+    """The operations whose value depends on the graph's input (the others are constants)."""
+    dependent: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(a in dependent for a in node.all_input_nodes):
+            dependent.add(node)
+    return [n for n in gm.graph.nodes if n in dependent and n.op == "call_function"]
 
 
 def _freeze(gm: fx.GraphModule) -> fx.GraphModule:
@@ -54,10 +71,12 @@ class SplitModel:
 
 
 class ModelGraph:
-    """A classifier as an FX graph of aten operations with module paths on its nodes."""
+    """A classifier as an FX graph of aten operations with module paths on its nodes, in the
+    canonical form of `auditor.model.canonical` (no in-place operations, no eval-mode dropout,
+    one BatchNorm form)."""
 
     def __init__(self, gm: fx.GraphModule):
-        self.gm = _plain(gm)
+        self.gm = canonicalise(_plain(gm))
         self._compute = [n for n in self.gm.graph.nodes if n.op == "call_function"]
         self._last_node: dict[str, fx.Node] = {}
         for node in self._compute:
@@ -186,15 +205,18 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     """Canonize for LRP: fold every inference BatchNorm into the convolution feeding it.
 
     `BN(conv(x; W, b)) = conv(x; W * s, (b - mu) * s + beta)` with `s = gamma / sqrt(var + eps)`
-    per output channel. A BatchNorm not fed by an unshared convolution stays in place (LRP then
-    treats it as a per-channel affine layer). Returns a new GraphModule; `gm` is unchanged.
+    per output channel, for `conv2d` and the decomposed `convolution`. A BatchNorm not fed by an
+    unshared convolution stays in place (LRP then treats it as a per-channel affine layer).
+    Returns a new GraphModule; `gm` is unchanged.
     """
     folded = _plain(gm)
     for bn in list(folded.graph.nodes):
-        if bn.target is not aten.batch_norm.default:
+        if bn.target not in BATCH_NORM_OPS:
             continue
         conv = bn.args[0]
-        if not (isinstance(conv, fx.Node) and conv.target is aten.conv2d.default and len(conv.users) == 1):
+        if not (isinstance(conv, fx.Node) and conv.target in CONV_OPS and len(conv.users) == 1):
+            continue
+        if conv.target is aten.convolution.default and conv.args[6]:  # transposed
             continue
         _, w_node, b_node, mean_node, var_node, training, _momentum, eps, _cudnn = bn.args
         if training:
@@ -213,9 +235,13 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
         with folded.graph.inserting_before(conv):
             w_attr = folded.graph.get_attr(f"{prefix}_weight")
             b_attr = folded.graph.get_attr(f"{prefix}_bias")
-        args = list(conv.args) + [None] * (7 - len(conv.args))
+        if conv.target is aten.conv2d.default:
+            args = list(conv.args) + [None] * (7 - len(conv.args))
+            defaults = ([1, 1], [0, 0], [1, 1], 1)
+            args[3:] = [a if a is not None else d for a, d in zip(args[3:], defaults)]
+        else:
+            args = list(conv.args)
         args[1], args[2] = w_attr, b_attr
-        args[3:] = [a if a is not None else d for a, d in zip(args[3:], ([1, 1], [0, 0], [1, 1], 1))]
         conv.args = tuple(args)
         bn.replace_all_uses_with(conv)
         folded.graph.erase_node(bn)

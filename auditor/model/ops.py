@@ -16,25 +16,59 @@ WEIGHTED_OPS = CONV_OPS | {aten.linear.default, aten.addmm.default}
 """Operations with learned weights (convolutions, dense layers and their decomposed `addmm`):
 LRP applies the composite's rule to them, the receptive-field pass their positive twin."""
 
-GLOBAL_POOL_OPS = frozenset(
-    {aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.flatten.using_ints}
+ADAPTIVE_AVG_POOL_OPS = frozenset(
+    {aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default}
 )
+"""Adaptive average pooling, as exported and as decomposed."""
+
+GLOBAL_POOL_OPS = ADAPTIVE_AVG_POOL_OPS | {aten.mean.dim, aten.flatten.using_ints}
 """Operations that collapse the spatial grid: where the encoder ends and the head begins."""
 
-RESHAPE_OPS = frozenset({aten.view.default, aten.reshape.default, aten._unsafe_view.default})
-"""Operations that only change a tensor's shape."""
+RESHAPE_OPS = frozenset(
+    {
+        aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+        aten.view_copy.default, aten._reshape_copy.default,
+    }
+)  # fmt: skip
+"""Operations that only change a tensor's shape (as views and as their copying variants)."""
+
+VIEW_OPS = RESHAPE_OPS | {
+    aten.flatten.using_ints, aten.unflatten.int, aten.permute.default,
+    aten.permute_copy.default, aten.t.default, aten.t_copy.default, aten.transpose.int,
+    aten.transpose_copy.int, aten.clone.default, aten.contiguous.default, aten.alias.default,
+    aten.alias_copy.default, aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims,
+    aten.squeeze_copy.dim, aten.unsqueeze.default, aten.unsqueeze_copy.default,
+    aten.expand.default, aten.expand_copy.default,
+}  # fmt: skip
+"""Operations that rearrange one tensor's values without computing (views, reshapes, copies):
+transparent to every rule, relevance follows their gradient."""
+
+EVAL_DROPOUT_OPS = frozenset(
+    {
+        aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
+        aten.feature_alpha_dropout.default,
+    }
+)  # fmt: skip
+"""Dropout variants `(x, p, train)`: the identity when `train` is false, removed from the graph by
+canonicalisation (`auditor.model.canonical`); a training-mode dropout keeps no rule."""
+
+BATCH_NORM_OPS = frozenset({aten.batch_norm.default})
+"""Inference BatchNorm in the form every graph is canonicalised to: folded into the convolution
+feeding it, otherwise a per-channel affine layer."""
+
+DECOMPOSED_BATCH_NORM_OPS = frozenset(
+    {aten._native_batch_norm_legit_no_training.default, aten.native_batch_norm.default}
+)
+"""Decomposed BatchNorm (`run_decompositions`): a tuple whose item 0 is the normalised tensor;
+canonicalisation rewrites it to `aten.batch_norm`."""
 
 HEAD_START_OPS = GLOBAL_POOL_OPS | RESHAPE_OPS
 """Operations whose input is the encoder output (SRD's start of the classifier head)."""
 
-REDISTRIBUTED_OPS = frozenset(
-    {
-        aten.adaptive_avg_pool2d.default,
-        aten.avg_pool2d.default,
-        aten.mean.dim,
-        aten.sum.dim_IntList,
-        aten.batch_norm.default,
-    }
+REDISTRIBUTED_OPS = (
+    ADAPTIVE_AVG_POOL_OPS
+    | {aten.avg_pool2d.default, aten.mean.dim, aten.sum.dim_IntList}
+    | BATCH_NORM_OPS
 )
 """Averages, sums and an unfolded BatchNorm: LRP's epsilon rule gives each summand its
 proportional share."""
@@ -53,9 +87,9 @@ SOFTMAX_OPS = frozenset({aten.softmax.int, aten._softmax.default})
 GATE_OPS = SOFTMAX_OPS | {aten.sigmoid.default, aten.hardsigmoid.default}
 """Operations whose output gates a product: the operand LRP holds constant."""
 
-RELU_OPS = frozenset({aten.relu.default, aten.relu_.default})
-"""ReLU, out of place and in place: APOP records and replaces them, guided backpropagation
-rewrites their gradient."""
+RELU_OPS = frozenset({aten.relu.default})
+"""ReLU (in-place ReLU is canonicalised to it): APOP records and replaces it, guided
+backpropagation rewrites its gradient."""
 
 ACTIVATION_OPS = RELU_OPS | {
     aten.leaky_relu.default, aten.sigmoid.default, aten.tanh.default, aten.gelu.default,
@@ -65,22 +99,19 @@ ACTIVATION_OPS = RELU_OPS | {
 """Elementwise activations: relevance passes them unchanged (LRP), SRD relies on them being
 pointwise."""
 
-POINTWISE_OPS = ACTIVATION_OPS | {aten.batch_norm.default, aten.neg.default, aten.dropout.default}
+POINTWISE_OPS = ACTIVATION_OPS | BATCH_NORM_OPS | {aten.neg.default}
 """Operations that map each unit to the unit at the same position: they keep its receptive
 field."""
 
 MAX_POOL_OPS = frozenset({aten.max_pool2d.default, aten.max_pool2d_with_indices.default})
 """Max pooling, with and without its indices: winner takes all."""
 
-ROUTED_OPS = MAX_POOL_OPS | {
-    aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten._unsafe_view.default,
-    aten.permute.default, aten.t.default, aten.transpose.int, aten.clone.default,
-    aten.contiguous.default, aten.dropout.default, aten.squeeze.dim, aten.unsqueeze.default,
-    aten.cat.default, aten.slice.Tensor, aten.select.int, aten.alias.default,
-    aten.expand.default, aten.stack.default, aten.sym_size.int, operator.getitem,
+ROUTED_OPS = MAX_POOL_OPS | VIEW_OPS | {
+    aten.cat.default, aten.slice.Tensor, aten.select.int, aten.stack.default,
+    aten.sym_size.int, operator.getitem,
 }  # fmt: skip
-"""Operations whose gradient routes values (max pooling, reshapes, concatenation, slicing,
-dropout): relevance follows the gradient."""
+"""Operations whose gradient routes values (max pooling, views and reshapes, concatenation,
+slicing): relevance follows the gradient."""
 
 MOVE_OPS = ROUTED_OPS - MAX_POOL_OPS - {aten.cat.default}
 """Operations that only move one tensor's values: LRP looks for a gate through them."""
@@ -88,3 +119,9 @@ MOVE_OPS = ROUTED_OPS - MAX_POOL_OPS - {aten.cat.default}
 BIAS_FREE_LINEAR_OPS = ROUTED_OPS | {aten.avg_pool2d.default}
 """Bias-free (piecewise) linear operations: SRD's gradient through them is their sharing-ratio
 contraction (SRD eq. 12, 13)."""
+
+LRP_RULE_OPS = (
+    WEIGHTED_OPS | REDISTRIBUTED_OPS | SUM_OPS | PRODUCT_OPS | ACTIVATION_OPS | SOFTMAX_OPS
+    | ROUTED_OPS
+)  # fmt: skip
+"""Every operation LRP binds a rule to; an input-dependent operation outside it is refused."""

@@ -18,11 +18,13 @@ flows along the graph as the gradient does [Montavon2019]):
   gets all relevance by the epsilon rule; a product with a constant passes relevance through;
 * max pooling: winner takes all (its gradient);
 * elementwise activations (and softmax): relevance passes unchanged;
-* reshapes, concatenation, slicing, dropout: their gradient (a permutation of relevance);
+* views, reshapes, copies, concatenation, slicing: their gradient (a permutation of relevance;
+  eval-mode dropout and in-place forms are gone from the canonical graph, `model.canonical`);
 * an operation whose inputs do not depend on the explained input: a constant, computed as is.
 
-An operation outside these sets stops the explanation with an error naming it, rather than
-producing silently wrong relevance.
+An input-dependent operation outside these sets (`LRP_RULE_OPS`) is refused when the rules
+bind, before any pass, with one line naming the operation, its node and its module path,
+rather than producing silently wrong relevance.
 """
 
 from __future__ import annotations
@@ -34,10 +36,17 @@ import torch
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.model.graph import CUT_LAYER, ModelGraph, fold_batchnorm
+from auditor.model.graph import (
+    CUT_LAYER,
+    ModelGraph,
+    describe_node,
+    fold_batchnorm,
+    input_dependent,
+)
 from auditor.model.ops import (
     ACTIVATION_OPS,
     GATE_OPS,
+    LRP_RULE_OPS,
     MOVE_OPS,
     PRODUCT_OPS,
     REDISTRIBUTED_OPS,
@@ -179,10 +188,14 @@ class _RelevanceInterpreter(fx.Interpreter):
         if target in ACTIVATION_OPS or target in SOFTMAX_OPS:
             first, *rest = args
             return pass_relevance(lambda t: target(t, *rest, **kwargs), first)
-        raise RelevanceError(
-            f"LRP has no rule for operation {target} at node '{self.node.name}'",
-            "audit a layer above it, or open an issue with the model's architecture",
-        )
+        raise _no_rule(self.node)
+
+
+def _no_rule(node: fx.Node) -> RelevanceError:
+    return RelevanceError(
+        f"LRP has no rule for {describe_node(node)}",
+        "audit a layer above it, or open an issue with the model's architecture",
+    )
 
 
 def input_layer(gm: fx.GraphModule) -> fx.Node | None:
@@ -207,6 +220,9 @@ class LRP:
 
     def __init__(self, gm: fx.GraphModule, rules: Composite):
         self.gm = fold_batchnorm(gm)
+        unbound = [n for n in input_dependent(self.gm) if n.target not in LRP_RULE_OPS]
+        if unbound:
+            raise _no_rule(unbound[0])
         self.rules = rules
         self.input_layer = input_layer(self.gm)
 
@@ -278,15 +294,14 @@ class LRPMethod(RelevanceMethod):
             model, composite=composite, epsilon=epsilon, gamma=gamma, mean=mean, std=std
         )
         self.rules = build_composite(composite, epsilon, gamma=gamma, mean=mean, std=std)
-        self._engines: dict[str | None, tuple[fx.GraphModule | None, LRP]] = {}
+        self._engines: dict[str | None, tuple[fx.GraphModule | None, LRP]] = {
+            None: (None, LRP(model.gm, self.rules))
+        }  # binds the whole graph's rules now: an operation without one is refused up front
 
     def _engine(self, layer: str | None) -> tuple[fx.GraphModule | None, LRP]:
         if layer not in self._engines:
-            if layer is None:
-                self._engines[layer] = (None, LRP(self.model.gm, self.rules))
-            else:
-                split = self.model.split(layer)
-                self._engines[layer] = (split.trunk, LRP(split.head, self.rules))
+            split = self.model.split(layer)
+            self._engines[layer] = (split.trunk, LRP(split.head, self.rules))
         return self._engines[layer]
 
     def attribute(

@@ -27,6 +27,9 @@ The rules bind to aten operations of the graph (BatchNorm folded into its convol
   `R_i z_i / ||z_i||^2` (`srd_ratios.activation_backward`);
 * the classifier head after the encoder output is only differentiated (eq. 4).
 
+An encoder operation outside these rules is refused when SRD binds, before any pass, with one
+line naming the operation, its node and its module path.
+
 So the backward form (eq. 7-9) is one forward and one backward through the graph. The forward
 form (eq. 1-3, Fig. 1) runs the same bindings in forward-mode AD over a basis of input
 positions; appendix C's equivalence of the two forms is the transpose relation of each rule.
@@ -48,8 +51,14 @@ import torch.autograd.forward_ad as fwAD
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.model.graph import ModelGraph, fold_batchnorm
-from auditor.model.ops import ACTIVATION_OPS, BIAS_FREE_LINEAR_OPS, CONV_OPS, HEAD_START_OPS
+from auditor.model.graph import ModelGraph, describe_node, fold_batchnorm, input_dependent
+from auditor.model.ops import (
+    ACTIVATION_OPS,
+    BATCH_NORM_OPS,
+    BIAS_FREE_LINEAR_OPS,
+    CONV_OPS,
+    HEAD_START_OPS,
+)
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.srd_ratios import (
     POINTWISE,
@@ -155,17 +164,30 @@ def _bind(
     target = node.target
     if target in CONV_OPS:
         return _convolution(node, args)
-    if target is aten.batch_norm.default:
+    if target in BATCH_NORM_OPS:
         return _batch_norm(node, args)
     if target in ACTIVATION_OPS:
         first, *rest = args
         return _Activation.apply(first, lambda t: target(t, *rest, **kwargs))
-    encoder_sum = target is aten.add.Tensor and all(a in encoder for a in node.args[:2])
-    if target in BIAS_FREE_LINEAR_OPS or encoder_sum:
+    if _has_rule(node, encoder):
         return target(*args, **kwargs)
-    what = "with a constant operand " if target is aten.add.Tensor else ""
-    raise RelevanceError(
-        f"SRD has no rule for operation {target} {what}at node '{node.name}'",
+    raise _no_rule(node)
+
+
+def _has_rule(node: fx.Node, encoder: frozenset[fx.Node]) -> bool:
+    """Whether SRD binds a rule to encoder operation `node` (a residual sum needs both operands
+    in the encoder)."""
+    target = node.target
+    if target in CONV_OPS or target in BATCH_NORM_OPS or target in ACTIVATION_OPS:
+        return True
+    encoder_sum = target is aten.add.Tensor and all(a in encoder for a in node.args[:2])
+    return target in BIAS_FREE_LINEAR_OPS or encoder_sum
+
+
+def _no_rule(node: fx.Node) -> RelevanceError:
+    what = " with a constant operand" if node.target is aten.add.Tensor else ""
+    return RelevanceError(
+        f"SRD has no rule for {describe_node(node, what)}",
         "audit a model whose encoder uses convolution, batch norm, activations, pooling and "
         "residual additions",
     )
@@ -213,10 +235,7 @@ def _encoder(gm: fx.GraphModule) -> tuple[fx.Node, frozenset[fx.Node]]:
             "audit a CNN classifier",
         )
     output = start.args[0]
-    dependent: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op == "placeholder" or any(a in dependent for a in node.all_input_nodes):
-            dependent.add(node)
+    dependent = {*input_dependent(gm), *(n for n in gm.graph.nodes if n.op == "placeholder")}
     ancestors: set[fx.Node] = set()
     stack = [output]
     while stack:
@@ -261,6 +280,12 @@ class SRD(RelevanceMethod):
         super().__init__(model)
         self.gm = fold_batchnorm(model.gm)
         self.output, self.encoder = _encoder(self.gm)
+        unbound = [
+            n for n in self.gm.graph.nodes
+            if n in self.encoder and n.op == "call_function" and not _has_rule(n, self.encoder)
+        ]  # fmt: skip
+        if unbound:
+            raise _no_rule(unbound[0])
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor | None = None, layer: str | None = None
