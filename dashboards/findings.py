@@ -25,7 +25,7 @@ from auditor.evidence import (
 from auditor.registry import Registry
 from auditor.results import GalleryResult
 from auditor.store import AuditRow, FindingRow
-from dashboards import audit_files, charts
+from dashboards import audit_files, charts, dropout_charts
 
 GALLERY_CHANNELS = 6
 
@@ -76,10 +76,10 @@ def dose_response(section: dict[str, Any] | None, metric: str, title: str) -> No
     """The dropout metric over k (the report's `dose_response`), where the audit measured it."""
     if not section:
         return
-    frame = charts.dose_response_frame(section, metric)
+    frame = dropout_charts.dose_response_frame(section, metric)
     if not frame.empty:
         st.markdown(f"**{title}**")
-        st.altair_chart(charts.dose_response_chart(frame, metric), width="stretch")
+        st.altair_chart(dropout_charts.dose_response_chart(frame, metric), width="stretch")
 
 
 def dropout_evidence(evidence: SpuriousChannelsEvidence, context: FindingContext) -> None:
@@ -87,12 +87,12 @@ def dropout_evidence(evidence: SpuriousChannelsEvidence, context: FindingContext
     the summary in the evidence), then the audit's dose-response over k."""
     section = class_section(context.report, evidence.class_index)
     if section is not None:
-        runs = charts.dropout_runs_from_section(section["dropout"])
+        runs = dropout_charts.dropout_runs_from_section(section["dropout"])
     else:
-        runs = charts.dropout_runs_from_evidence(evidence.dropout)
+        runs = dropout_charts.dropout_runs_from_evidence(evidence.dropout)
         st.caption("summary from the finding (the report with every random-k run is not available)")
     metric = context.metric if context.metric in set(runs.metric) else "margin_drop"
-    st.altair_chart(charts.dropout_chart(runs, metric), width="stretch")
+    st.altair_chart(dropout_charts.dropout_chart(runs, metric), width="stretch")
     dose_response(
         (context.report or {}).get("dose_response"),
         metric,

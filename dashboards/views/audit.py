@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from auditor.store import AuditRow, FindingRow
-from dashboards import audit_files, charts, data, files, widgets
+from dashboards import audit_files, charts, data, dropout_charts, files, widgets
 from dashboards.findings import FindingContext, dose_response, render_evidence
 from dashboards.query_results import ReviewFilter, Verdict
 
@@ -80,7 +80,9 @@ queue = data.review_queue(
     url, ReviewFilter(audit_id=audit.id), limit=len(audit.findings) + 1, offset=0
 )
 verdicts = {item.id: item.verdict for item in queue.items}
-metric = st.sidebar.radio("Dropout metric", list(charts.METRICS), format_func=charts.METRICS.get)
+metric = st.sidebar.radio(
+    "Dropout metric", list(dropout_charts.METRICS), format_func=dropout_charts.METRICS.get
+)
 
 st.header(f"Findings ({len(audit.findings)})")
 if not audit.findings:
@@ -104,7 +106,9 @@ st.altair_chart(
 )
 st.subheader("Dropout validation: top-k vs random-k vs bottom-k")
 st.altair_chart(
-    charts.dropout_chart(charts.dropout_runs_from_rows(audit.dropout_results), metric),
+    dropout_charts.dropout_chart(
+        dropout_charts.dropout_runs_from_rows(audit.dropout_results), metric
+    ),
     width="stretch",
 )
 dose_response((report or {}).get("dose_response"), metric, "Dose-response over k")

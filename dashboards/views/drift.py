@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from auditor.store import AuditRow
-from dashboards import charts, data, widgets
+from dashboards import data, drift_charts, widgets
 
 
 def timeline(model: str) -> None:
@@ -26,7 +26,7 @@ def timeline(model: str) -> None:
     for i, (name, group) in enumerate(by_name):
         with columns[i % 2]:
             st.markdown(f"**{name}**")
-            st.altair_chart(charts.drift_chart(list(group), alerts), width="stretch")
+            st.altair_chart(drift_charts.drift_chart(list(group), alerts), width="stretch")
     if alerts:
         st.caption(f"{len(alerts)} drift alerts (orange rules); hover for their titles.")
 
@@ -72,7 +72,9 @@ def compare(a: AuditRow, b: AuditRow) -> None:
     with left:
         st.markdown("**Channel ranks**")
         if same_layer:
-            st.altair_chart(charts.rank_scatter(ranks_a, ranks_b, top_a, top_b), width="stretch")
+            st.altair_chart(
+                drift_charts.rank_scatter(ranks_a, ranks_b, top_a, top_b), width="stretch"
+            )
         else:
             st.info(
                 f"The audits ranked different layers ({a.layer} vs {b.layer}): ranks do not compare."
@@ -81,7 +83,7 @@ def compare(a: AuditRow, b: AuditRow) -> None:
         st.markdown("**Probe sensitivity** (flip rate minus neutral flip rate)")
         rows = excess_flips(a, f"A #{a.id}") + excess_flips(b, f"B #{b.id}")
         if rows:
-            st.altair_chart(charts.probe_compare_chart(rows), width="stretch")
+            st.altair_chart(drift_charts.probe_compare_chart(rows), width="stretch")
 
 
 st.title("Drift")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboards import charts, data, widgets
+from dashboards import data, drift_charts, widgets
 from dashboards.query_results import MAIN_DRIFT_STATISTIC, SEVERITIES, ModelCard
 
 STATUS_ICONS = {
@@ -60,7 +60,7 @@ def model_card(card: ModelCard) -> None:
                 st.caption(
                     f"{MAIN_DRIFT_STATISTIC} vs baseline: **{last.value:.2f}** (threshold {last.threshold:g})"
                 )
-                st.altair_chart(charts.sparkline(card.drift), width="stretch")
+                st.altair_chart(drift_charts.sparkline(card.drift), width="stretch")
             else:
                 st.caption("no drift statistics yet (needs a baseline audit)")
 
