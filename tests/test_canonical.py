@@ -213,6 +213,28 @@ def test_an_in_place_op_that_reaches_a_view_is_refused():
         _graph(_MutatedView())
 
 
+class _MutatedCopy(nn.Module):
+    """Mutates a copy in place: the copy shares no storage, so the rewrite is exact."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.conv(x).clone()
+        h.relu_()
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_an_in_place_op_on_a_copy_is_made_functional():
+    model = _MutatedCopy().to(DTYPE).eval()
+    graph = _graph(model)
+    assert torch.ops.aten.relu.default in _aten_targets(graph)
+    x = _images()
+    torch.testing.assert_close(graph.gm(x), model(x))
+
+
 def test_a_training_mode_dropout_is_kept():
     graph = fx.symbolic_trace(nn.Identity())
     node = next(n for n in graph.graph.nodes if n.op == "placeholder")

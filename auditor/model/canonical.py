@@ -32,7 +32,7 @@ import torch
 from torch import fx
 
 from auditor.errors import ModelLoadError
-from auditor.model.ops import DECOMPOSED_BATCH_NORM_OPS, EVAL_DROPOUT_OPS, VIEW_OPS
+from auditor.model.ops import ALIASING_OPS, DECOMPOSED_BATCH_NORM_OPS, EVAL_DROPOUT_OPS
 
 aten = torch.ops.aten
 
@@ -73,10 +73,10 @@ def _functionalise(graph: fx.Graph, node: fx.Node, functional) -> None:
     mutated = node.args[0]
     order = {n: i for i, n in enumerate(graph.nodes)}
     later = [u for u in mutated.users if u is not node and order[u] > order[node]]
-    aliased = mutated.op == "call_function" and mutated.target in VIEW_OPS
+    aliased = mutated.op == "call_function" and mutated.target in ALIASING_OPS
     read_views = [
         v for v in mutated.users
-        if v is not node and v.target in VIEW_OPS and order[v] < order[node]
+        if v is not node and v.target in ALIASING_OPS and order[v] < order[node]
         and any(order[u] > order[node] for u in v.users)
     ]  # fmt: skip
     if aliased or read_views or mutated.op == "placeholder":

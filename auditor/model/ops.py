@@ -43,6 +43,15 @@ VIEW_OPS = RESHAPE_OPS | {
 """Operations that rearrange one tensor's values without computing (views, reshapes, copies):
 transparent to every rule, relevance follows their gradient."""
 
+ALIASING_OPS = VIEW_OPS - {
+    aten.clone.default, aten.view_copy.default, aten._reshape_copy.default,
+    aten.permute_copy.default, aten.t_copy.default, aten.transpose_copy.int,
+    aten.alias_copy.default, aten.squeeze_copy.dim, aten.unsqueeze_copy.default,
+    aten.expand_copy.default,
+}  # fmt: skip
+"""The `VIEW_OPS` whose output may share storage with their input (an in-place write to one
+reaches the other); `reshape` and `contiguous` counted, as they may return a view."""
+
 EVAL_DROPOUT_OPS = frozenset(
     {
         aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
