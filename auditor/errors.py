@@ -30,6 +30,10 @@ class LayerNotFoundError(AuditorError):
     """A layer name from the config names no module of the model."""
 
 
+class LayerNotAuditableError(AuditorError):
+    """The audited layer's outputs have no channels over space (a pooled or dense layer)."""
+
+
 class SampleError(AuditorError):
     """A sample file is missing, corrupt or of the wrong shape."""
 

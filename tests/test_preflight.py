@@ -33,3 +33,24 @@ def test_labels_the_model_cannot_predict(shortcut_scenario: Scenario, tmp_path):
     config = audit_config(shortcut_scenario, tmp_path, samples=[("odd-labels", odd)])
     result = auditor("audit", "--config", str(write_config(tmp_path, config)))
     assert_failed_before_passes(result, tmp_path, "odd-labels", "labels 7", "2 outputs")
+
+
+@pytest.mark.parametrize("layer", ["fc", "flatten"])
+def test_layer_without_spatial_channels(shortcut_scenario: Scenario, tmp_path, layer):
+    config = audit_config(shortcut_scenario, tmp_path, model={"layer": layer})
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_failed_before_passes(
+        result, tmp_path, f"layer '{layer}'", "no spatial channels", "auditor layers"
+    )
+
+
+def test_layers_marks_the_auditable_ones(shortcut_scenario: Scenario, tmp_path):
+    config = audit_config(shortcut_scenario, tmp_path)
+    result = auditor("layers", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "N x 32 x 16 x 16" in rows["layer3"] and "auditable (default)" in rows["layer3"]
+    assert "not auditable" in rows["fc"] and "no spatial channels" in rows["fc"]
+    assert "not auditable" in rows["flatten"]
+    assert "not auditable" in rows["layer1.0.conv1"] and "residual" in rows["layer1.0.conv1"]
+    assert " auditable" in rows["layer2"] and "not auditable" not in rows["layer2"]

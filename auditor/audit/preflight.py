@@ -3,27 +3,76 @@ that a bad one fails in seconds as one `AuditorError` line instead of after the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, normalize
-from auditor.errors import SampleError
+from auditor.errors import LayerNotAuditableError, LayerNotFoundError, SampleError
 from auditor.model.graph import ModelGraph, SplitModel
+
+LAYER_FIX = "choose a convolutional block, see `auditor layers`"
 
 
 def check_inputs(graph: ModelGraph, split: SplitModel, samples: SampleSet, config: AuditConfig) -> None:
-    """The samples fit the model and their labels are classes it can predict."""
-    logits = check_fit(graph, split, samples, config)
+    """The samples fit the model, the audited layer has channels over space, and the labels
+    are classes the model can predict."""
+    activation, logits = check_fit(graph, split, samples, config)
+    shape = tuple(activation.shape)
+    if not is_spatial(shape):
+        raise LayerNotAuditableError(
+            f"layer '{split.layer}' has outputs of shape {shape_text(shape)} with no spatial "
+            "channels (channel relevance, dropout and occlusion need N x C x H x W)",
+            LAYER_FIX,
+        )
     check_labels(samples, logits.shape[1])
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """A batch shape with its batch dimension as N: `N x 32 x 16 x 16`."""
+    return " x ".join(["N", *(str(d) for d in shape[1:])])
+
+
+def is_spatial(shape: tuple[int, ...]) -> bool:
+    """Outputs of `shape` are channels over space (N x C x H x W)."""
+    return len(shape) == 4
+
+
+@dataclass(frozen=True)
+class LayerStatus:
+    """One layer of the model as `auditor layers` lists it."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    problem: str | None  # None: auditable
+
+
+def layer_statuses(graph: ModelGraph, example: torch.Tensor) -> list[LayerStatus]:
+    """Every layer of the model with its output shape on `example` and, where it cannot be
+    audited, why: no spatial channels, or a cut that does not separate the model (a layer
+    inside a residual branch)."""
+    shapes = graph.layer_shapes(example)
+    statuses = []
+    for name in graph.layers:
+        shape = shapes.get(name)
+        problem = None if shape is None or is_spatial(shape) else "no spatial channels"
+        if problem is None:
+            try:
+                graph.split(name)
+            except LayerNotFoundError:
+                problem = "does not separate the model (inside a residual branch)"
+        statuses.append(LayerStatus(name, shape, problem))
+    return statuses
 
 
 def check_fit(
     graph: ModelGraph, split: SplitModel, samples: SampleSet, config: AuditConfig
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fail early, with the sample size in the message, when the samples do not fit the model:
     another size than the one the graph was exported for, or a forward pass that fails. Returns
-    the logits of the first two samples."""
+    the layer's activation and the logits of the first two samples."""
     shape = tuple(samples.images.shape[1:])
     size = "x".join(str(s) for s in shape)
     expected = graph.input_shape
@@ -36,7 +85,8 @@ def check_fit(
     batch = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
     try:
         with torch.no_grad():
-            return split.head(split.trunk(batch))
+            activation = split.trunk(batch)
+            return activation, split.head(activation)
     except Exception as err:  # shape errors surface as several exception types
         raise SampleError(
             f"samples of size {size} do not fit model {config.model.uri}: "

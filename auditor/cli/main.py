@@ -58,10 +58,14 @@ def audit(
 
 @app.command()
 def layers(config: ConfigOption) -> None:
-    """List the module paths of the configured model that can be audited."""
+    """List the module paths of the configured model with their output shapes, marking those
+    that can be audited (model.layer) and the default."""
+    import torch
+
+    from auditor.audit.preflight import layer_statuses, shape_text
     from auditor.audit.resolve import build_graph
     from auditor.config import load_config
-    from auditor.data.samples import load_samples
+    from auditor.data.samples import load_samples, normalize
     from auditor.tracking.resolve import load_model
 
     cfg = load_config(config)
@@ -70,9 +74,15 @@ def layers(config: ConfigOption) -> None:
         cfg.samples[:1], tracking_uri=cfg.tracking_uri, preprocess=cfg.preprocess
     ) as samples:
         graph = build_graph(loaded, samples, cfg)
+        example = normalize(torch.from_numpy(samples.images[:2]), cfg.preprocess)
     default = graph.default_layer()
-    for name in graph.layers:
-        out.print(f"{name}{'  (default)' if name == default else ''}")
+    statuses = layer_statuses(graph, example)
+    width = max(len(s.name) for s in statuses)
+    for status in statuses:
+        shape = "?" if status.shape is None else shape_text(status.shape)
+        verdict = "auditable" if status.problem is None else f"not auditable: {status.problem}"
+        marker = " (default)" if status.name == default else ""
+        out.print(f"{status.name:<{width}}  {shape:<18}  {verdict}{marker}", highlight=False, soft_wrap=True)
 
 
 @app.command()

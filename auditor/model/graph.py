@@ -120,6 +120,22 @@ class ModelGraph:
         """Every addressable module path, in the order of their outputs."""
         return sorted(self._last_node, key=lambda p: self._compute.index(self._last_node[p]))
 
+    def layer_shapes(self, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """The output shape of every layer on `example` (one forward pass)."""
+        outputs = set(self._last_node.values())
+        shapes: dict[fx.Node, tuple[int, ...]] = {}
+
+        class Recorder(fx.Interpreter):
+            def run_node(self, n: fx.Node) -> object:
+                value = super().run_node(n)
+                if n in outputs and isinstance(value, torch.Tensor):
+                    shapes[n] = tuple(value.shape)
+                return value
+
+        with torch.no_grad():
+            Recorder(self.gm).run(example)
+        return {path: shapes[node] for path, node in self._last_node.items() if node in shapes}
+
     def output_node(self, layer: str) -> fx.Node:
         """The node whose value is the output of module `layer`."""
         try:
