@@ -54,3 +54,32 @@ def test_layers_marks_the_auditable_ones(shortcut_scenario: Scenario, tmp_path):
     assert "not auditable" in rows["flatten"]
     assert "not auditable" in rows["layer1.0.conv1"] and "residual" in rows["layer1.0.conv1"]
     assert " auditable" in rows["layer2"] and "not auditable" not in rows["layer2"]
+
+
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "plain-file"
+    path.write_text("not a folder")
+    return path
+
+
+@pytest.mark.parametrize("under", [False, True], ids=["is-a-file", "under-a-file"])
+def test_artifacts_dir_that_cannot_be_a_folder(shortcut_scenario: Scenario, tmp_path, under):
+    folder = a_file(tmp_path) / "artefacts" if under else a_file(tmp_path)
+    config = audit_config(shortcut_scenario, tmp_path, artifacts_dir=str(folder))
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_failed_before_passes(result, tmp_path, "artifacts_dir", str(folder), "is a file")
+    assert (tmp_path / "plain-file").read_text() == "not a folder"
+
+
+def test_report_path_under_a_file(shortcut_scenario: Scenario, tmp_path):
+    report = a_file(tmp_path) / "report.json"
+    config = write_config(tmp_path, audit_config(shortcut_scenario, tmp_path))
+    result = auditor("audit", "--config", str(config), "--report", str(report))
+    assert_failed_before_passes(result, tmp_path, str(report), "is a file", "--report")
+
+
+def test_scratch_dir_under_a_file(shortcut_scenario: Scenario, tmp_path):
+    scratch = a_file(tmp_path) / "scratch"
+    config = audit_config(shortcut_scenario, tmp_path, executor={"scratch_dir": str(scratch)})
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_failed_before_passes(result, tmp_path, "executor.scratch_dir", str(scratch))

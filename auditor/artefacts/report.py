@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -175,5 +176,7 @@ def publish_report(path: Path, audit_id: int) -> None:
 
 
 def discard_report(path: Path) -> None:
-    """Remove the staged report of an audit that was not stored."""
-    staging_path(path).unlink(missing_ok=True)
+    """Remove the staged report of an audit that was not stored (none was staged where its
+    folder is missing or is a file)."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        staging_path(path).unlink()

@@ -19,6 +19,7 @@ from auditor.audit.cancellation import cancellation, sigterm_cancels
 from auditor.audit.drift import explanation_drift
 from auditor.audit.pipeline import run_checks
 from auditor.audit.post_audit import after_audit, on_audit_failed
+from auditor.audit.preflight import check_outputs
 from auditor.config import AuditConfig
 from auditor.errors import AuditorError
 from auditor.results import AuditOutcome
@@ -55,6 +56,7 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
         try:
             with sigterm_cancels(), store.keep_alive(audit_id, config.heartbeat.interval_s):
                 start = time.perf_counter()
+                check_outputs(config, artifact_dir, report_path)
                 run = run_checks(config, artifact_dir)
                 result = run.result
                 clusters = result.subclasses.clusters if result.subclasses else []

@@ -3,14 +3,24 @@ that a bad one fails in seconds as one `AuditorError` line instead of after the 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, normalize
-from auditor.errors import LayerNotAuditableError, LayerNotFoundError, SampleError
+from auditor.errors import (
+    AuditorError,
+    ConfigError,
+    LayerNotAuditableError,
+    LayerNotFoundError,
+    ReportError,
+    SampleError,
+)
 from auditor.model.graph import ModelGraph, SplitModel
 
 LAYER_FIX = "choose a convolutional block, see `auditor layers`"
@@ -110,3 +120,38 @@ def check_labels(samples: SampleSet, n_outputs: int) -> None:
         f"(classes 0..{n_outputs - 1})",
         "use labels the model predicts (0-based class indices), -1 for unknown",
     )
+
+
+def check_outputs(config: AuditConfig, artifact_dir: Path, report_path: Path | None) -> None:
+    """Every folder the audit writes to can be written: the audit's artefact folder, the
+    report's folder and the executor's scratch folder (default: the system's temporary one)."""
+    check_writable(artifact_dir, "artifacts_dir", "set artifacts_dir to a writable folder", ConfigError)
+    if report_path is not None:
+        if report_path.is_dir():
+            raise ReportError(f"report path {report_path} is a folder", "pass --report a file path")
+        check_writable(
+            report_path.parent, f"the folder of report {report_path}",
+            "pass --report a path in a writable folder", ReportError,
+        )  # fmt: skip
+    scratch = config.executor.scratch_dir or tempfile.gettempdir()
+    check_writable(
+        Path(scratch), "executor.scratch_dir", "set executor.scratch_dir to a writable folder",
+        ConfigError,
+    )  # fmt: skip
+
+
+def check_writable(folder: Path, what: str, fix: str, error: type[AuditorError]) -> None:
+    """`folder` is, or can be created as, a folder the auditor writes in: its nearest existing
+    ancestor is a folder in which a file can be created. Nothing stays: the probe is a temporary
+    file, removed at once, and no missing folder is created."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise error(f"{what} {folder} cannot be created: {existing} is a file, not a folder", fix)
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".auditor-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise error(f"{what} {folder} is not writable: {err.strerror} in {existing}", fix) from err

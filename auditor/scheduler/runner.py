@@ -27,6 +27,7 @@ from typing import get_args
 from urllib.parse import urlparse
 
 from auditor.audit.cancellation import AuditCancelled, CancelRequest
+from auditor.audit.preflight import check_outputs
 from auditor.config import AuditConfig, load_config
 from auditor.errors import AuditorError, MlflowUnreachableError, StoreError
 from auditor.logs import LOG_FORMAT, configure_logging
@@ -155,9 +156,11 @@ def skipped(spec: JobSpec) -> JobResult:
     )  # fmt: skip
 
 
-def preflight(config: AuditConfig) -> None:
+def preflight(config: AuditConfig, report_path: Path | None) -> None:
     """Raise `MlflowUnreachableError` / `StoreError` before an audit process starts when the
-    tracking server (if the audit needs it) or the findings database does not answer."""
+    tracking server (if the audit needs it) or the findings database does not answer, and the
+    `AuditorError` of an output folder that cannot be written (`check_outputs`)."""
+    check_outputs(config, Path(config.artifacts_dir), report_path)
     uris = [config.model.uri, *(s.uri for s in config.samples)]
     if any(urlparse(uri).scheme in REMOTE_SCHEMES for uri in uris):
         check_tracking_server(config.tracking_uri)
@@ -174,7 +177,7 @@ def _report_path(spec: JobSpec) -> Path | None:
 def _attempt(spec: JobSpec, report_path: Path | None, shutdown: Shutdown) -> Attempt:
     try:
         config = load_config(spec.config)  # read at every run: edits apply without a restart
-        preflight(config)
+        preflight(config, report_path)
     except AuditorError as err:
         return Attempt.failed(err)
     return _in_child(config, report_path, shutdown)
