@@ -18,8 +18,8 @@ from auditor.model.graph import ModelGraph
 from auditor.model.onnx import load_onnx
 from auditor.model.ops import DECOMPOSED_BATCH_NORM_OPS, EVAL_DROPOUT_OPS
 from auditor.relevance.base import RELEVANCE_METHODS
+from auditor.relevance.composites import composite
 from auditor.relevance.lrp import LRP
-from auditor.relevance.rules import composite
 from auditor.relevance.srd import SRD
 from tests.torchvision_style import NETS, pair
 

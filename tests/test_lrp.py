@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +14,6 @@ from auditor.config import load_config
 from auditor.errors import ConfigError, RelevanceError
 from auditor.model.graph import ModelGraph
 from auditor.relevance import LRP, Composite, composite, composites, explain
-from auditor.relevance import rules as rule_library
 from auditor.relevance.rules import (
     LRP0,
     AlphaBeta,
@@ -31,6 +31,8 @@ from .plugins import fresh_registry, install_plugin
 
 torch.set_num_threads(1)
 DTYPE = torch.float64
+# the module itself: the package's `composites` is the function of the same name
+composite_library = importlib.import_module("auditor.relevance.composites")
 LRP_0 = Composite("lrp0", LRP0(), LRP0(), 0.0)
 
 
@@ -407,13 +409,16 @@ def test_unknown_composite_lists_the_known_ones():
 def test_a_plugin_composite_serves_explain_and_the_config(monkeypatch, tmp_path, net):
     """A distribution declaring a composite in `relevance_auditor.composites` is built by
     `composite`, used by `explain(method="lrp")` and accepted by the audit config."""
-    fresh_registry(monkeypatch, rule_library, "COMPOSITES", rule_library.check_composite_builder)
+    fresh_registry(
+        monkeypatch, composite_library, "COMPOSITES", composite_library.check_composite_builder
+    )
     install_plugin(
         tmp_path,
         monkeypatch,
         "team_composites",
         """
-        from auditor.relevance.rules import Composite, Epsilon, Gamma, RuleParams
+        from auditor.relevance.composites import Composite, RuleParams
+        from auditor.relevance.rules import Epsilon, Gamma
 
         def gamma_everywhere(p: RuleParams) -> Composite:
             '''gamma on every convolution, epsilon on dense layers'''

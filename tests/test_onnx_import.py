@@ -25,8 +25,8 @@ from auditor.model.graph import ModelGraph
 from auditor.model.onnx import check_runtime_parity, import_onnx, load_onnx, random_input
 from auditor.model.onnx.module_paths import NAME_SCOPES, onnx_module_paths, scope_paths
 from auditor.model.zoo import SmallResNet, SmallVGG
+from auditor.relevance.composites import composite
 from auditor.relevance.lrp import LRP
-from auditor.relevance.rules import composite
 from auditor.tracking.resolve import load_model
 
 aten = torch.ops.aten

@@ -26,7 +26,7 @@ class Preprocess(StrictModel):
 
 def _lrp_composite(name: str) -> str:
     # imported on use: the LRP rules pull in torch, the config alone does not
-    from auditor.relevance.rules import COMPOSITES
+    from auditor.relevance.composites import COMPOSITES
 
     COMPOSITES.get(name)  # unknown name: UnknownExtensionError (a ValueError) naming the known
     return name

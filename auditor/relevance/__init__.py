@@ -28,8 +28,8 @@ from auditor.relevance import (  # noqa: F401 -- their built-in methods register
 )
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.channels import channel_scores
+from auditor.relevance.composites import Composite, composite, composites
 from auditor.relevance.lrp import LRP
-from auditor.relevance.rules import Composite, composite, composites
 
 __all__ = [
     "LRP",

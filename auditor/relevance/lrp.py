@@ -56,8 +56,9 @@ from auditor.model.ops import (
     WEIGHTED_OPS,
 )
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
-from auditor.relevance.rules import Bound, Composite, pass_relevance, redistribute
-from auditor.relevance.rules import composite as build_composite
+from auditor.relevance.composites import Composite
+from auditor.relevance.composites import composite as build_composite
+from auditor.relevance.rules import Bound, pass_relevance, redistribute
 
 aten = torch.ops.aten
 
@@ -90,8 +91,6 @@ def _weighted(
         b, x, wt = args
         return "dense", aten.linear.default, x, wt.t(), b
     raise KeyError(target)
-
-
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
