@@ -24,6 +24,7 @@ from dashboards.query_results import (
     ReviewFilter,
     ReviewPage,
 )
+from dashboards.text import literal
 
 TTL_S = 30
 
@@ -44,7 +45,7 @@ def open_store(url: str) -> AuditStore:
     try:
         return store(url)
     except AuditorError as err:
-        st.error(f"Cannot open the findings database: {err}")
+        st.error(f"Cannot open the findings database: {literal(err)}")
         st.stop()
         raise
 

@@ -26,6 +26,7 @@ from auditor.registry import Registry
 from auditor.results import GalleryResult
 from auditor.store import AuditRow, FindingRow
 from dashboards import audit_files, charts, dropout_charts
+from dashboards.text import literal
 
 GALLERY_CHANNELS = 6
 
@@ -108,7 +109,7 @@ def channel_gallery(gallery: GalleryResult | None, channels: list[int]) -> None:
         return
     shown = [g for g in gallery.channels if g.channel in set(channels)][:GALLERY_CHANNELS]
     for g in shown:
-        ids = ", ".join(e.sample_id for e in g.entries)
+        ids = literal(", ".join(e.sample_id for e in g.entries))
         st.markdown(f"**Channel {g.channel}** — top samples by activation: {ids}")
         st.image(
             f"{gallery.directory}/{g.samples_image}",

@@ -14,6 +14,7 @@ from auditor.store import AuditRow
 from dashboards import data
 from dashboards.charts import SEVERITY_COLOURS
 from dashboards.query_results import AuditSummary, Verdict
+from dashboards.text import literal
 
 VERDICT_LABELS = {
     "confirmed": "confirmed",
@@ -72,9 +73,9 @@ def verdict_line(verdict: Verdict | None, finding_id: int) -> None:
         if verdict.finding_id == finding_id
         else f" on the same finding in audit #{verdict.audit_id}"
     )
-    comment = f" — “{verdict.comment}”" if verdict.comment else ""
+    comment = f" — “{literal(verdict.comment)}”" if verdict.comment else ""
     st.badge(VERDICT_LABELS[verdict.status], color=VERDICT_COLOURS[verdict.status])  # type: ignore[arg-type]
-    st.caption(f"by {verdict.reviewer}, {verdict.created_at:%Y-%m-%d %H:%M} UTC{where}{comment}")
+    st.caption(f"by {literal(verdict.reviewer)}, {verdict.created_at:%Y-%m-%d %H:%M} UTC{where}{comment}")
 
 
 def display_image(image: np.ndarray, heatmap: np.ndarray | None = None) -> np.ndarray:
@@ -88,13 +89,13 @@ def display_image(image: np.ndarray, heatmap: np.ndarray | None = None) -> np.nd
 
 
 def thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], per_row: int = 6) -> None:
-    """Images (3 x H x W in [0, 1]) in a grid with a caption each."""
+    """Images (3 x H x W in [0, 1]) in a grid with a caption each (shown as written)."""
     for start in range(0, len(images), per_row):
         columns = st.columns(per_row)
         for column, image, caption in zip(
             columns, images[start : start + per_row], captions[start : start + per_row]
         ):
-            column.image(display_image(image), caption=caption, width="stretch")
+            column.image(display_image(image), caption=literal(caption), width="stretch")
 
 
 def page_audit(title: str, *, succeeded_only: bool) -> tuple[str, AuditRow]:

@@ -11,18 +11,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
+from markdown_it import MarkdownIt
+from PIL import Image
 from sqlalchemy import event
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
+from auditor.artefacts.gallery_files import MANIFEST, MANIFEST_VERSION
 from auditor.evidence import FINDING_KINDS
-from auditor.store import AuditStore
+from auditor.store import (
+    AuditRow,
+    AuditStore,
+    FindingRow,
+    ModelVersionRow,
+    RegisteredModelRow,
+    ReviewRow,
+)
 from dashboards import queries, review_queries
 from dashboards.auth import OPEN_BANNER, auth_mode
 from dashboards.findings import FINDING_RENDERERS
 from dashboards.query_results import UNREVIEWED, ReviewFilter
+from dashboards.text import literal
 
 from .dashboard_synthetic import seed_synthetic
+from .evidence_examples import example_evidence
 
 if TYPE_CHECKING:
     from .dashboard_seed import SeededStore
@@ -309,3 +322,80 @@ def test_pages_render_over_100_audits_and_10000_samples(synthetic, monkeypatch, 
     embeddings = open_page("views/embeddings.py", audit=ids[-1])
     assert len(embeddings.get("plotly_chart")) == 1
     assert "10000 of 10000 samples mapped" in texts(embeddings)
+
+
+INJECTED = "![x](http://tracker.example/track?id=1)"
+
+
+def seed_injection(url: str, artifacts_dir: Path) -> int:
+    """A succeeded audit whose model name, layer, finding titles, reviewer comment and gallery
+    sample ids all hold markdown image syntax; returns its id."""
+    store = AuditStore(url)
+    with store.transaction() as session:
+        version = ModelVersionRow(
+            model=RegisteredModelRow(name=f"model {INJECTED}"), version="1",
+            uri="models:/m@prod", flavor="pytorch-pt2",
+        )  # fmt: skip
+        audit = AuditRow(
+            model_version=version, model_uri=f"models:/{INJECTED}", status="succeeded",
+            config_yaml=yaml.safe_dump({"artifacts_dir": str(artifacts_dir)}), config_hash="0" * 64,
+            code_version="test", layer=f"layer3 {INJECTED}", n_samples=2, n_labelled=0,
+        )  # fmt: skip
+        audit.findings = [
+            FindingRow(
+                kind=kind, severity="high", title=f"class '{INJECTED}' {kind}", probe="grayscale",
+                evidence=example_evidence(kind, **changes).model_dump(mode="json"), fingerprint=kind,
+                reviews=[ReviewRow(status="needs_data", reviewer=INJECTED, comment=INJECTED)],
+            )
+            for kind, changes in (
+                ("spurious_channels", {"channels": [1], "class_name": INJECTED}),
+                ("probe_sensitivity", {}),
+            )
+        ]
+        session.add(audit)
+        session.flush()
+        audit_id = audit.id
+    store.close()
+    folder = artifacts_dir / f"audit-{audit_id}" / "gallery"
+    folder.mkdir(parents=True)
+    for name in ("samples.png", "heatmaps.png"):
+        Image.new("RGB", (8, 8)).save(folder / name)
+    entry = {"sample_index": 0, "sample_id": INJECTED, "score": 1.0, "relevance": 1.0,
+             "position": [0, 0], "located_by": "relevance", "box": [0, 0, 8, 8]}  # fmt: skip
+    manifest = {
+        "format_version": MANIFEST_VERSION, "layer": "layer3", "target": "predicted",
+        "channel_sets": {"top_k": [1]},
+        "channels": [{"channel": 1, "sets": ["top_k"], "entries": [entry],
+                      "samples_image": "samples.png", "heatmaps_image": "heatmaps.png"}],
+    }  # fmt: skip
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return audit_id
+
+
+def rendered_markdown(app: AppTest) -> list[str]:
+    """Every text the page hands to Streamlit's markdown renderer: markdown, captions,
+    headers, alerts, metric labels and values, image captions."""
+    kinds = (app.title, app.header, app.subheader, app.markdown, app.caption, app.info,
+             app.warning, app.error, app.success)  # fmt: skip
+    values = [str(e.value) for elements in kinds for e in elements]
+    values += [text for m in app.metric for text in (m.label, m.value)]
+    values += [img.caption for element in app.get("imgs") for img in element.proto.imgs]
+    return values
+
+
+def test_user_data_renders_as_text_never_as_markdown(tmp_path, monkeypatch, loopback):
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    audit_id = seed_injection(url, tmp_path / "artefacts")
+    monkeypatch.setenv("AUDITOR_DB_URL", url)
+    html = MarkdownIt("commonmark")
+    pages = {
+        "overview": open_page(),
+        "audit": open_page("views/audit.py", audit=audit_id),
+        "review": open_page("views/review.py"),
+    }
+    for name, app in pages.items():
+        shown = rendered_markdown(app)
+        assert any(literal(INJECTED) in text for text in shown), name  # shown, escaped
+        images = [text for text in shown if "<img" in html.render(text) or "<a " in html.render(text)]
+        assert not images, (name, images)
+    assert "tracker.example" in html.render(literal(INJECTED))  # the text stays readable

@@ -11,6 +11,7 @@ from auditor.store import AuditRow, FindingRow
 from dashboards import audit_files, charts, data, dropout_charts, files, widgets
 from dashboards.findings import FindingContext, dose_response, render_evidence
 from dashboards.query_results import ReviewFilter, Verdict
+from dashboards.text import literal
 
 
 def finding_card(finding: FindingRow, verdict: Verdict | None, context: FindingContext) -> None:
@@ -20,7 +21,7 @@ def finding_card(finding: FindingRow, verdict: Verdict | None, context: FindingC
         with header:
             widgets.severity_badge(finding.severity)
             st.badge(finding.kind.replace("_", " "), color="gray")
-        st.markdown(f"**{finding.title}**")
+        st.markdown(f"**{literal(finding.title)}**")
         widgets.verdict_line(verdict, finding.id)
         render_evidence(finding, context)
         st.page_link(
@@ -57,18 +58,18 @@ def probe_table(audit: AuditRow) -> pd.DataFrame:
 url, audit = widgets.page_audit("Audit", succeeded_only=False)
 model = audit.model_version.model.name if audit.model_version else audit.model_uri
 st.caption(
-    f"model **{model}** · `{audit.model_uri}` · {audit.status} · started {audit.started_at:%Y-%m-%d %H:%M} UTC"
+    f"model **{literal(model)}** · {literal(audit.model_uri)} · {audit.status} · started {audit.started_at:%Y-%m-%d %H:%M} UTC"
     + (
-        f" · layer `{audit.layer}` · {audit.n_samples} samples ({audit.n_labelled} labelled)"
+        f" · layer {literal(audit.layer)} · {audit.n_samples} samples ({audit.n_labelled} labelled)"
         if audit.layer
         else ""
     )
 )
 if audit.status == "cancelled":  # stopped on purpose (Ctrl-C, SIGTERM): no results, no error
-    st.warning(audit.error or "the audit was cancelled")
+    st.warning(literal(audit.error or "the audit was cancelled"))
     st.stop()
 if audit.status != "succeeded":
-    st.error(audit.error or f"the audit is {audit.status}")
+    st.error(literal(audit.error or f"the audit is {audit.status}"))
     st.stop()
 if files.pruned(audit):
     st.info(
@@ -95,7 +96,7 @@ for finding in audit.findings:
 
 st.header("Evidence of the whole audit")
 stats = sorted(audit.channel_stats, key=lambda s: s.channel)
-st.subheader(f"Channel relevance at {audit.layer}")
+st.subheader(f"Channel relevance at {literal(audit.layer)}")
 st.altair_chart(
     charts.relevance_chart(
         [s.relevance for s in stats],

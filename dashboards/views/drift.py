@@ -11,6 +11,7 @@ import streamlit as st
 
 from auditor.store import AuditRow
 from dashboards import data, drift_charts, widgets
+from dashboards.text import literal
 
 
 def timeline(model: str) -> None:
@@ -93,7 +94,7 @@ model = widgets.model_picker(url)
 if model is None:
     widgets.no_audits()
     st.stop()
-st.header(f"Explanation drift of {model}")
+st.header(f"Explanation drift of {literal(model)}")
 timeline(model)
 
 st.header("Compare two audits")

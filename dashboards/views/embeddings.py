@@ -13,6 +13,7 @@ from auditor.errors import AuditorError
 from auditor.store import AuditRow
 from dashboards import audit_files, charts, widgets
 from dashboards.files import EmbeddingFiles
+from dashboards.text import literal
 
 SHOWN = 12
 STATISTICS = {
@@ -90,7 +91,7 @@ def sample_images(
     try:
         model = audit_files.audited_model(audit.id, audit.config_yaml)
     except AuditorError as err:
-        st.caption(f"samples not loadable ({err}): {', '.join(ids)}")
+        st.caption(literal(f"samples not loadable ({err}): {', '.join(ids)}"))
         return
     where = {sample_id: i for i, sample_id in enumerate(model.samples.ids)}
     widgets.thumbnails(
@@ -106,7 +107,7 @@ def cluster_details(stored: EmbeddingFiles, audit: AuditRow, cluster: int) -> No
     for column, (key, label) in zip(columns[1:], STATISTICS.items()):
         value = evidence.get(key)
         column.metric(label, "–" if value is None else f"{value:.2f}")
-    st.caption(f"predictions: {evidence.get('predictions', {})}")
+    st.caption(literal(f"predictions: {evidence.get('predictions', {})}"))
     profile = row.relevance_profile
     top = sorted(range(len(profile)), key=lambda c: -profile[c])[: max(1, len(profile) // 10)]
     st.markdown("**Mean channel relevance of its members**")

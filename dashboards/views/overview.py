@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboards import data, drift_charts, widgets
 from dashboards.query_results import MAIN_DRIFT_STATISTIC, SEVERITIES, ModelCard
+from dashboards.text import literal
 
 STATUS_ICONS = {
     "succeeded": ":material/check_circle:",
@@ -21,10 +22,10 @@ ERROR_COLOURS = {"failed": "red", "cancelled": "orange"}  # the error (or reason
 def model_card(card: ModelCard) -> None:
     latest = card.latest
     with st.container(border=True):
-        st.subheader(card.name)
+        st.subheader(literal(card.name))
         version = latest.version if latest.version != latest.model_uri else "local model"
-        alias = f" · alias **@{latest.alias}**" if latest.alias else ""
-        st.caption(f"version **{version}**{alias} · `{latest.model_uri}`")
+        alias = f" · alias **@{literal(latest.alias)}**" if latest.alias else ""
+        st.caption(f"version **{literal(version)}**{alias} · {literal(latest.model_uri)}")
         left, middle, right = st.columns([2, 3, 3])
         with left:
             st.markdown(
@@ -35,7 +36,7 @@ def model_card(card: ModelCard) -> None:
                 "views/audit.py", label="Open audit", query_params={"audit": str(latest.id)}
             )
             if latest.status in ERROR_COLOURS and latest.error:
-                st.caption(f":{ERROR_COLOURS[latest.status]}[{latest.error}]")
+                st.caption(f":{ERROR_COLOURS[latest.status]}[{literal(latest.error)}]")
         with middle:
             total = sum(card.open_findings.values())
             st.metric(

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboards import auth, data, widgets
 from dashboards.query_results import SEVERITIES, UNREVIEWED, VERDICTS, FindingItem, ReviewFilter
+from dashboards.text import literal
 
 PAGE_SIZE = 20
 STATUS_LABELS = {UNREVIEWED: "not reviewed", **widgets.VERDICT_LABELS}
@@ -53,8 +54,8 @@ def finding_row(item: FindingItem, reviewer: str | None) -> None:
                 label=f"audit #{item.audit_id}",
                 query_params={"audit": str(item.audit_id)},
             )
-            st.caption(f"{item.model} · {item.audited_at:%Y-%m-%d %H:%M} UTC")
-        st.markdown(f"**{item.title}**")
+            st.caption(f"{literal(item.model)} · {item.audited_at:%Y-%m-%d %H:%M} UTC")
+        st.markdown(f"**{literal(item.title)}**")
         if item.carried_over:
             st.markdown("**Previous verdict of this finding** (same fingerprint, earlier review):")
         widgets.verdict_line(item.verdict, item.id)

@@ -11,6 +11,7 @@ from auditor.checks.neighbours import IndexHandle
 from auditor.errors import AuditorError
 from auditor.relevance import composites, methods
 from dashboards import audit_files, charts, inference, widgets
+from dashboards.text import literal
 
 NEIGHBOURS = 8
 STORED = "stored"
@@ -64,7 +65,7 @@ url, audit = widgets.page_audit("Sample explorer", succeeded_only=True)
 try:
     model = audit_files.audited_model(audit.id, audit.config_yaml)
 except AuditorError as err:
-    st.error(f"Cannot load the audited model or samples: {err}")
+    st.error(f"Cannot load the audited model or samples: {literal(err)}")
     st.stop()
 samples = model.samples
 
@@ -100,23 +101,23 @@ predicted = int(probabilities.argmax())
 image, explained, prediction = st.columns([2, 2, 3])
 image.image(
     widgets.display_image(samples.images[row]),
-    caption=f"{sample_id} ({sample_set})",
+    caption=literal(f"{sample_id} ({sample_set})"),
     width="stretch",
 )
 try:
     relevance = heatmap(model, audit.id, row, method, composite)
     explained.image(
         widgets.display_image(samples.images[row], relevance),
-        caption=f"{method}{f' ({composite})' if composite else ''}: red for, blue against '{class_name(model, predicted)}'",
+        caption=literal(f"{method}{f' ({composite})' if composite else ''}: red for, blue against '{class_name(model, predicted)}'"),
         width="stretch",
     )
 except AuditorError as err:
-    explained.error(str(err))
+    explained.error(literal(err))
 with prediction:
     st.metric(
         "predicted",
-        class_name(model, predicted),
-        f"label: {class_name(model, int(samples.labels[row]))}",
+        literal(class_name(model, predicted)),
+        literal(f"label: {class_name(model, int(samples.labels[row]))}"),
         delta_color="off",
         delta_arrow="off",
     )
@@ -140,7 +141,7 @@ space = st.selectbox(
 try:
     hits = nearest_rows(model, audit.id, row, space)
 except AuditorError as err:
-    st.error(str(err))
+    st.error(literal(err))
     st.stop()
 widgets.thumbnails(
     [samples.images[i] for i, _ in hits],
