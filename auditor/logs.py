@@ -15,6 +15,8 @@ import logging
 import sys
 from typing import TextIO
 
+from auditor.redaction import RedactingFormatter
+
 AUDITOR_LOGGER = "auditor"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: the CLI's format: one line per record, without the time the terminal shows anyway
@@ -39,12 +41,13 @@ class StderrHandler(logging.StreamHandler):
 
 def configure_logging(level: int = logging.WARNING, fmt: str = LOG_FORMAT) -> logging.Logger:
     """Give the `auditor` logger its own stderr handler (replacing one an earlier call set up)
-    and `level`, and stop its records from propagating to the root logger."""
+    and `level`, and stop its records from propagating to the root logger. Every line passes
+    through `auditor.redaction.redact`."""
     logger = logging.getLogger(AUDITOR_LOGGER)
     for handler in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
         logger.removeHandler(handler)
     handler = StderrHandler()
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(RedactingFormatter(fmt))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, update
 
 from auditor.alerts.rules import Alert
+from auditor.redaction import redact
 from auditor.store import AuditStore
 from auditor.store.rows import insert_for
 from auditor.store.schema import AlertClaimRow, AlertRow, AlertStatus
@@ -53,7 +54,8 @@ def release(store: AuditStore, key: str) -> None:
 def record(
     store: AuditStore, alert: Alert, sink: str, status: AlertStatus, error: str | None = None
 ) -> AlertRow:
-    """Store one alert as sent, failed (with the delivery error) or suppressed (with why)."""
+    """Store one alert as sent, failed (with the delivery error, redacted) or suppressed (with
+    why)."""
     row = AlertRow(
         audit_id=alert.audit_id,
         finding_id=alert.finding_id,
@@ -64,7 +66,7 @@ def record(
         title=alert.title,
         payload=alert.payload(),
         status=status,
-        error=error,
+        error=None if error is None else redact(error),
     )
     with store.transaction() as session:
         session.add(row)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditor.config import AlertRule, AlertSettings
+from auditor.redaction import redact
 from auditor.results import Severity
 from auditor.store import AuditStore
 from auditor.store.schema import AlertEvent, AuditRow
@@ -106,6 +107,7 @@ def failure_alerts(
     if not rules:
         return []
     audit = store.get_audit(audit_id)
+    error = redact(error)  # it is stored, shown and sent
     key = json.dumps(["audit_failed", audit.model_uri, error])
     alert = Alert(
         event="audit_failed",

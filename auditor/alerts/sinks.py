@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from auditor.errors import AuditorError
+from auditor.redaction import register_secret
 from auditor.registry import Registry
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ def secret(sink: SinkSettings, variable: str, what: str) -> str:
             f"alert sink {sink.name!r}: environment variable {variable} is not set",
             f"set {variable} to {what} in the auditor's environment",
         )
+    register_secret(value)  # masked wherever it might be quoted (errors, logs)
     return value
 
 

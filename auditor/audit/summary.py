@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.table import Table
 
 from auditor.config import AuditConfig
+from auditor.redaction import redact
 from auditor.results import AuditOutcome, ConditionMetrics
-from auditor.store.migrate import display_url
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 
@@ -93,7 +95,15 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
     elif drift is not None and drift.note:
         console.print(f"explanation drift: {drift.note}")
 
-    console.print(f"stored in: {display_url(config.store_url)} (audit {outcome.audit_id})")
+    console.print(f"stored in: {redact(config.store_url)} (audit {outcome.audit_id})")
     if outcome.report_path:
         console.print(f"report:    {outcome.report_path}")
-    console.print(f"review it: auditor dashboard --db {config.store_url}")
+    console.print(f"review it: {dashboard_command(config.store_url)}")
+
+
+def dashboard_command(store_url: str) -> str:
+    """The command that opens the dashboard on `store_url`, quoting no password: without `--db`
+    when the URL is `AUDITOR_DB_URL` (the dashboard reads it too)."""
+    if store_url == os.environ.get("AUDITOR_DB_URL"):
+        return "auditor dashboard"
+    return f"auditor dashboard --db {redact(store_url)}"

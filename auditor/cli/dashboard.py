@@ -51,8 +51,8 @@ def dashboard(
 ) -> None:
     """Serve the review dashboard over the findings database until interrupted."""
     from auditor.config import default_store_url
+    from auditor.redaction import redact
     from auditor.store import AuditStore
-    from auditor.store.migrate import display_url
 
     if find_spec("streamlit") is None:
         raise AuditorError(
@@ -64,7 +64,7 @@ def dashboard(
         )
     url = db or default_store_url()
     AuditStore(url, auto_upgrade=False).close()  # fail here, in one line, on a bad database
-    typer.echo(f"dashboard on http://{host}:{port} over {display_url(url)}")
+    typer.echo(f"dashboard on http://{host}:{port} over {redact(url)}")
     env = {**os.environ, "AUDITOR_DB_URL": url}
     sys.stdout.flush()
     sys.stderr.flush()

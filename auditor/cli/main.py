@@ -1,6 +1,7 @@
 """The `auditor` command line.
 
-Every failure caused by input ends as one line `error: ... -- fix: ...` on stderr and exit
+Every failure caused by input ends as one line `error: ... -- fix: ...` on stderr (secrets
+masked by `auditor.redaction.redact`, as in every log line) and exit
 status 2 (1 for an unexpected internal error), never a traceback. An audit stopped by Ctrl-C
 or SIGTERM is stored as cancelled and ends as one line `audit <id> cancelled (SIGINT): ...`
 with exit status 130 (SIGINT) or 143 (SIGTERM); any other command interrupted exits 130.
@@ -22,6 +23,7 @@ from auditor.cli.dashboard import dashboard
 from auditor.cli.neighbours import neighbours
 from auditor.cli.schedule import schedule
 from auditor.errors import AuditorError
+from auditor.redaction import redact
 
 app = typer.Typer(
     help="Audit image classifiers for shortcut strategies with per-channel relevance.",
@@ -105,11 +107,11 @@ def db_upgrade(
 ) -> None:
     """Upgrade the findings database to the newest schema (Alembic)."""
     from auditor.config import default_store_url
-    from auditor.store.migrate import current, display_url, upgrade
+    from auditor.store.migrate import current, upgrade
 
     target = url or default_store_url()
     upgrade(target)
-    out.print(f"{display_url(target)} is at schema revision {current(target)}")
+    out.print(f"{redact(target)} is at schema revision {current(target)}")
 
 
 @db_app.command("current")
@@ -148,10 +150,10 @@ def main() -> None:
     try:
         app()
     except AuditCancelled as err:  # stopped on purpose: no "error:", the conventional status
-        err_console.print(str(err), style="yellow", highlight=False, soft_wrap=True)
+        err_console.print(redact(str(err)), style="yellow", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except AuditorError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {redact(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except (KeyboardInterrupt, CancelRequest) as err:  # outside an audit (none was stored)
         signum = getattr(err, "signum", signal.SIGINT)
@@ -159,7 +161,7 @@ def main() -> None:
         sys.exit(128 + signum)
     except Exception as err:  # an unexpected failure: still one line, with where to report it
         err_console.print(
-            f"[bold red]internal error:[/] {type(err).__name__}: {err} -- please report this "
+            f"[bold red]internal error:[/] {type(err).__name__}: {redact(str(err))} -- please report this "
             "with the config; rerun with AUDITOR_DEBUG=1 for the traceback",
             highlight=False,
             soft_wrap=True,

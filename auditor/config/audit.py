@@ -25,6 +25,7 @@ from auditor.config.strict import StrictModel
 from auditor.config.subclasses import SubclassSettings
 from auditor.config.thresholds import Thresholds
 from auditor.errors import ConfigError
+from auditor.redaction import redact
 
 
 class AuditConfig(StrictModel):
@@ -68,7 +69,9 @@ class AuditConfig(StrictModel):
         return self.executor.batch_size or self.batch_size
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The config as YAML, with secrets masked (`redact`): what is stored, logged and sent
+        to MLflow. `*_env` fields name environment variables and stay."""
+        return redact(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
     def audit_artifact_dir(self, audit_id: int) -> Path:
         """The folder of one audit's files: `<artifacts_dir>/audit-<id>`."""

@@ -31,6 +31,7 @@ from auditor.audit.preflight import check_outputs
 from auditor.config import AuditConfig, load_config
 from auditor.errors import AuditorError, MlflowUnreachableError, StoreError
 from auditor.logs import LOG_FORMAT, configure_logging
+from auditor.redaction import redact
 from auditor.results import Severity
 from auditor.scheduler.config import JobSpec, RetrySettings
 from auditor.scheduler.health import Health, JobResult, JobStatus, now_iso
@@ -133,7 +134,7 @@ def run_job(spec: JobSpec, retry: RetrySettings, shutdown: Shutdown, health: Hea
         model_version=attempt.model_version,
         findings=attempt.findings,
         report_path=str(report_path) if report_path and attempt.error is None else None,
-        error=attempt.error,
+        error=None if attempt.error is None else redact(attempt.error),
     )
     log = logger.error if attempt.error else logger.info
     log("job %s %s: %s", spec.id, result.status, attempt.error or f"audit {attempt.audit_id}")

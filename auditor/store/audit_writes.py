@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from auditor import results
 from auditor.errors import StoreError
+from auditor.redaction import redact
 from auditor.store import liveness, rows
 from auditor.store.connection import StoreConnection
 from auditor.store.schema import AuditRow, AuditStatus, utcnow
@@ -119,7 +120,7 @@ class AuditWrites(StoreConnection):
             with self.transaction() as session:
                 audit = self._audit_for_update(session, audit_id)
                 audit.status = status
-                audit.error = error
+                audit.error = redact(error)
                 audit.finished_at = utcnow()
         finally:
             liveness.unregister(audit_id)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from auditor.errors import StoreError
+from auditor.redaction import redact
 from auditor.store import migrate
 
 WRITE = "auditor_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
@@ -57,7 +58,7 @@ class StoreConnection:
 
     @property
     def _display_url(self) -> str:
-        return migrate.display_url(self.url)
+        return redact(self.url)
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -21,19 +21,12 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from auditor.errors import StoreError
+from auditor.redaction import redact
 
 SCRIPT_LOCATION = Path(auditor_migrations.__file__).parent
 CONNECT_FIX = "start the server or set store_url / AUDITOR_DB_URL"
 CONNECT_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_S = 60
-
-
-def display_url(url: str) -> str:
-    """The URL with its password masked (`postgresql://user:***@host/db`), for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparsable URL>"
 
 
 def describe(err: BaseException) -> str:
@@ -61,7 +54,7 @@ def open_engine(url: str) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
-            raise StoreError(f"database URL {display_url(url)}: {backend} is not supported", fix)
+            raise StoreError(f"database URL {redact(url)}: {backend} is not supported", fix)
         connect_args: dict[str, Any] = {}
         if backend == "postgresql" and "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
@@ -70,7 +63,7 @@ def open_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args=connect_args)
     except (ArgumentError, NoSuchModuleError, ImportError) as err:
         raise StoreError(
-            f"cannot use database URL {display_url(url)}: {describe(err)}", fix
+            f"cannot use database URL {redact(url)}: {describe(err)}", fix
         ) from err
     path = sqlite_path(url)
     if path is not None:
@@ -112,7 +105,7 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as err:
         raise StoreError(
-            f"cannot connect to database {display_url(url)}: {describe(err)}", CONNECT_FIX
+            f"cannot connect to database {redact(url)}: {describe(err)}", CONNECT_FIX
         ) from err
     finally:
         engine.dispose()
@@ -124,7 +117,7 @@ def upgrade(url: str, revision: str = "head") -> None:
         command.upgrade(alembic_config(url), revision)
     except (CommandError, SQLAlchemyError) as err:
         raise StoreError(
-            f"cannot migrate database {display_url(url)} to {revision}: {describe(err)}",
+            f"cannot migrate database {redact(url)} to {revision}: {describe(err)}",
             f"check that the database is reachable and was created by the auditor ({CONNECT_FIX})",
         ) from err
 

@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
 from auditor.model.onnx import check_runtime_parity, load_onnx, random_input, read_onnx
+from auditor.redaction import redact
 from auditor.results import ModelRef
 
 TRUST_FIX = "set model.trusted: true in the config if you trust the source"
@@ -78,7 +79,7 @@ def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
         reason = _short_reason(err)
     if reason is not None:
         raise MlflowUnreachableError(
-            f"MLflow tracking server {tracking_uri} is unreachable: {reason}",
+            f"MLflow tracking server {redact(tracking_uri)} is unreachable: {redact(reason)}",
             "start the server or set tracking_uri / MLFLOW_TRACKING_URI",
         )
 

@@ -22,10 +22,13 @@ the audit and the reason, and the audit (already stored) stands.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import re
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -38,6 +41,7 @@ from mlflow.tracking import MlflowClient
 
 from auditor.artefacts.report import build_report
 from auditor.config import AuditConfig
+from auditor.redaction import redact
 from auditor.results import AuditOutcome, ModelRef
 from auditor.tracking.resolve import check_tracking_server
 
@@ -59,8 +63,8 @@ def log_audit(outcome: AuditOutcome, config: AuditConfig) -> str | None:
         logger.warning(
             "MLflow logging of audit %d to %s failed: %s -- the audit itself is stored",
             outcome.audit_id,
-            config.tracking_uri,
-            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+            redact(config.tracking_uri),
+            redact(str(err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
         )
         return None
 
@@ -140,10 +144,19 @@ def _log(outcome: AuditOutcome, config: AuditConfig) -> str:
             findings = int(metrics["findings.total"])
             _tag_model_version(client, model, outcome.audit_id, run_id, findings)
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        _terminate(client, run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    _terminate(client, run_id, "FINISHED")
     return run_id
+
+
+def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    """End the run; MLflow then prints "View run ... at: <tracking URI>/..." on stdout, which
+    is passed on redacted (a password in the URI's userinfo stays out of the output)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        client.set_terminated(run_id, status)
+    sys.stdout.write(redact(printed.getvalue()))
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
