@@ -52,3 +52,7 @@ class RelevanceError(AuditorError):
 
 class ReportError(AuditorError):
     """The JSON report cannot be written where it was asked for."""
+
+
+class ArtefactError(AuditorError):
+    """The audit's files cannot be written into its artefact folder (full disk, no permission)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from auditor.artefacts.folder import writing_into
 from auditor.audit.gallery_stage import channel_galleries, gallery_channel_sets
 from auditor.audit.resolve import AuditInputs, StageTimer, resolve_inputs
 from auditor.audit.stages import (
@@ -73,12 +74,12 @@ def _checks(
     findings = finding_stage(plan, dropout, probes, classes, config)
     subclasses = gallery = None
     if artifact_dir is not None and config.subclasses.enabled:
-        with timer.stage("subclasses"):
+        with timer.stage("subclasses"), writing_into(artifact_dir):
             embeddings = layer_embeddings(runner, inputs.graph, base, config.subclasses.embedding_layer)
             subclasses = subclass_stage(samples, base, config, artifact_dir, embeddings=embeddings)
         findings += subclasses.findings
     if artifact_dir is not None and config.gallery.enabled:
-        with timer.stage("gallery"):
+        with timer.stage("gallery"), writing_into(artifact_dir):
             gallery = channel_galleries(
                 model.split, samples, base,
                 gallery_channel_sets(plan.channels, classes, findings, config.gallery.channels),

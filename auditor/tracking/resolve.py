@@ -125,6 +125,7 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
                 download_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
             )
         except MlflowException as err:
+            check_tracking_server(tracking_uri)  # the server went away mid-download: say so
             raise ModelLoadError(
                 f"model URI {uri} could not be downloaded: {_short_reason(err)}",
                 "check the run id and artefact path",
@@ -139,7 +140,8 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
 def download_samples(uri: str, *, tracking_uri: str, into: Path) -> Path:
     """Return a local path for a sample file or folder: `runs:/...`, `mlflow-artifacts:/...` and
     `models:/...` are downloaded into the folder `into` (the caller owns and removes it); local
-    paths are returned as is."""
+    paths are returned as is. A server that stops answering during the download is an
+    `MlflowUnreachableError`, any other failed download a `SampleError`."""
     local = _local_path(uri)
     if local is not None:
         if not local.exists():
@@ -157,6 +159,7 @@ def download_samples(uri: str, *, tracking_uri: str, into: Path) -> Path:
             registry_uri=tracking_uri,
         )
     except MlflowException as err:
+        check_tracking_server(tracking_uri)  # the server went away mid-download: say so
         raise SampleError(
             f"sample URI {uri} could not be downloaded: {_short_reason(err)}",
             "check the run id and artefact path",
