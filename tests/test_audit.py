@@ -113,14 +113,20 @@ def test_same_config_gives_same_ranking_and_findings(shortcut_scenario: Scenario
 
 
 def test_a_report_that_cannot_be_moved_into_place_leaves_the_stored_audit_alone(
-    shortcut_scenario: Scenario, tmp_path
+    shortcut_scenario: Scenario, tmp_path, monkeypatch
 ):
     """Defect: after `finish_audit` committed, the report could not be moved into place (its path
-    is a folder). The audit stays succeeded with its files, and the error is a `ReportError`
-    naming the report path (before: the files were deleted and `fail_audit` raised 'already
-    succeeded')."""
+    became a folder while the audit ran, after the pre-flight had checked it). The audit stays
+    succeeded with its files, and the error is a `ReportError` naming the report path (before:
+    the files were deleted and `fail_audit` raised 'already succeeded')."""
     report = tmp_path / "report.json"
-    (report / "taken").mkdir(parents=True)
+    commit = AuditStore.finish_audit
+
+    def commit_then_take_the_report_path(self, *args, **kwargs):
+        commit(self, *args, **kwargs)
+        (report / "taken").mkdir(parents=True)
+
+    monkeypatch.setattr(AuditStore, "finish_audit", commit_then_take_the_report_path)
     config = AuditConfig.model_validate(audit_config(shortcut_scenario, tmp_path, gallery={"enabled": False}))
     with pytest.raises(ReportError, match=f"report {report}") as raised:
         run_audit(config, report_path=report)

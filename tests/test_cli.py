@@ -315,11 +315,12 @@ def test_signal_cancels_the_running_audit(shortcut_scenario, tmp_path, signum, e
 
 
 
-def test_a_report_that_cannot_be_written_after_the_commit_keeps_the_audit(shortcut_scenario, tmp_path):
-    """Defect: the report path is a folder, so moving the report into place fails after the
-    audit was stored. The audit stays succeeded with its results and files, and the user gets
-    one line naming the report path and the fix, exit status 2 (before: the audit's folder was
-    deleted and `fail_audit` raised 'already succeeded', masking the report's error)."""
+def test_a_report_path_that_is_a_folder_is_refused_before_the_first_pass(shortcut_scenario, tmp_path):
+    """The report path is a folder: the pre-flight refuses it before any pass, with one line
+    naming the report path and the fix, exit status 2, and the audit is stored as failed with
+    that error and keeps no files (before: the report failed after the commit and the
+    succeeded audit's folder was deleted; the after-commit case is
+    tests/test_audit.py::test_a_report_that_cannot_be_moved_into_place_leaves_the_stored_audit_alone)."""
     report = tmp_path / "r.json"
     (report / "taken").mkdir(parents=True)
     config = write_config(tmp_path, audit_config(shortcut_scenario, tmp_path))
@@ -328,16 +329,15 @@ def test_a_report_that_cannot_be_written_after_the_commit_keeps_the_audit(shortc
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert str(report) in lines[0] and "-- fix:" in lines[0] and "already" not in lines[0]
+    assert str(report) in lines[0] and "-- fix:" in lines[0]
     store = AuditStore(f"sqlite:///{tmp_path / 'auditor.db'}")
     try:
         [listed] = store.list_audits()
         audit = store.get_audit(listed.id)
     finally:
         store.close()
-    assert audit.status == "succeeded" and audit.error is None and audit.findings
-    files = [Path(a.uri) for a in audit.artefacts if a.kind != "report"]
-    assert files and all(f.exists() for f in files)
+    assert audit.status == "failed" and str(report) in (audit.error or "")
+    assert not audit.findings and not audit.artefacts
 
 
 def _free_port() -> int:
