@@ -9,7 +9,8 @@ From Streamlit secrets (`.streamlit/secrets.toml`, README "Dashboard"):
 * neither: the app runs open, and only when it is bound to a loopback address
   (`server.address` 127.0.0.1 / localhost / ::1, as `auditor dashboard` does by default);
   every page then says so in a banner, and verdicts carry the name entered in the sidebar.
-  Bound to any other address without a login, it refuses to show anything.
+  Bound to any other address without a login, it refuses to show anything (and `auditor
+  dashboard` refuses to start). The rule itself is `auditor.dashboard_access.auth_mode`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import streamlit as st
 
-Mode = Literal["oidc", "password", "open", "refused"]
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from auditor.dashboard_access import Mode, auth_mode
+
 IDENTITY = "dashboard_identity"
 OPEN_BANNER = (
     "Open access: no login is configured, so anyone who can reach this address can read and "
@@ -37,16 +38,6 @@ class Identity:
 
     mode: Mode
     reviewer: str | None
-
-
-def auth_mode(secrets: Mapping[str, Any], address: str | None) -> Mode:
-    """OIDC when `[auth]` is configured, else the shared password, else open on a loopback
-    address only."""
-    if secrets.get("auth"):
-        return "oidc"
-    if (secrets.get("dashboard") or {}).get("password"):
-        return "password"
-    return "open" if address in LOOPBACK else "refused"
 
 
 def _secrets() -> dict[str, Any]:

@@ -408,3 +408,38 @@ def test_sigterm_to_the_dashboard_command_stops_streamlit(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(command.pid, signal.SIGKILL)
         command.wait(timeout=10)
+
+
+def dashboard_command(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`auditor dashboard ARGS` run in `tmp_path` with HOME there too (its only secrets files
+    are the ones the test writes); returns the result and how long it took."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [AUDITOR, "dashboard", *args], cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    return result, time.monotonic() - start
+
+
+def test_dashboard_refuses_a_public_address_without_a_login(tmp_path):
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    AuditStore(url).close()
+    port = _free_port()
+    result, seconds = dashboard_command(tmp_path, "--db", url, "--port", str(port), "--host", "0.0.0.0")
+
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the dashboard would serve 0.0.0.0 without a login")
+    assert "-- fix:" in line and ".streamlit/secrets.toml" in line and "--host 127.0.0.1" in line
+    assert "dashboard on" not in result.stdout and not _serves(port)  # nothing started
+    assert seconds < 60
+
+
+def test_dashboard_on_a_public_address_reads_the_login_from_secrets_toml(tmp_path):
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text('[dashboard]\npassword = "pw"\n')
+    # past the login check, the command stops at the database (so that no server starts)
+    result, _ = dashboard_command(tmp_path, "--db", "mysql://x/y", "--host", "0.0.0.0")
+
+    assert result.returncode == 2
+    assert "mysql is not supported" in result.stderr and "login" not in result.stderr

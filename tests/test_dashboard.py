@@ -19,6 +19,7 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from auditor.artefacts.gallery_files import MANIFEST, MANIFEST_VERSION
+from auditor.dashboard_access import auth_mode
 from auditor.evidence import FINDING_KINDS
 from auditor.store import (
     AuditRow,
@@ -29,7 +30,7 @@ from auditor.store import (
     ReviewRow,
 )
 from dashboards import queries, review_queries
-from dashboards.auth import OPEN_BANNER, auth_mode
+from dashboards.auth import OPEN_BANNER
 from dashboards.findings import FINDING_RENDERERS
 from dashboards.query_results import UNREVIEWED, ReviewFilter
 from dashboards.text import literal

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from auditor.dashboard_access import LOGIN_FIX, auth_mode, read_secrets
 from auditor.errors import AuditorError
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
@@ -31,6 +32,21 @@ def streamlit_command(app: Path, host: str, port: int) -> list[str]:
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
+
+
+def check_login(host: str) -> None:
+    """Refuse (`AuditorError`) to serve a non-loopback address without a login in the
+    Streamlit secrets the app will read; the pages would refuse anyway, but the server would
+    run, reachable, for nothing."""
+    from streamlit import config
+
+    secrets = read_secrets(config.get_option("secrets.files"))
+    if auth_mode(secrets, host) == "refused":
+        raise AuditorError(
+            f"the dashboard would serve {host} without a login (no [auth] or [dashboard] "
+            "password in .streamlit/secrets.toml)",
+            f"{LOGIN_FIX}, or serve on loopback only: --host 127.0.0.1",
+        )
 
 
 def dashboard(
@@ -62,6 +78,7 @@ def dashboard(
         raise AuditorError(
             f"the dashboard app {APP} is missing", "run the auditor from a source checkout"
         )
+    check_login(host)
     url = db or default_store_url()
     AuditStore(url, auto_upgrade=False).close()  # fail here, in one line, on a bad database
     typer.echo(f"dashboard on http://{host}:{port} over {redact(url)}")
