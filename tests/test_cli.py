@@ -315,6 +315,50 @@ def test_signal_cancels_the_running_audit(shortcut_scenario, tmp_path, signum, e
 
 
 
+def test_the_next_audit_removes_the_files_of_a_killed_audit(shortcut_scenario, tmp_path):
+    """kill -9 leaves the audit running in the store with its artefact folder and its samples'
+    scratch folder; the next audit marks it failed and removes both (a failed audit keeps no
+    files)."""
+    scratch_root = tmp_path / "scratch"
+    scratch_root.mkdir()
+    config = audit_config(shortcut_scenario, tmp_path, executor={"scratch_dir": str(scratch_root)})
+    db = tmp_path / "auditor.db"
+    artifacts = tmp_path / "audit-artifacts"
+    with open(tmp_path / "stderr", "wb") as err:
+        process = subprocess.Popen(
+            [AUDITOR, "audit", "--config", str(write_config(tmp_path, config)), "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        killed = wait_while_running(process, lambda: running_audit(db), "the audit ran")
+        folder = artifacts / f"audit-{killed}"
+        wait_while_running(process, folder.exists, "the audit wrote its first files")
+        extracted = wait_while_running(
+            process, lambda: list(scratch_root.rglob("images.npy")),
+            "the audit extracted its samples",
+        )  # fmt: skip
+        process.kill()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert folder.exists() and extracted[0].exists()  # what the killed audit left behind
+
+    config["model"]["layer"] = "layer9"  # the next audit fails fast, after the recovery
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 2, result.stderr
+    store = AuditStore(f"sqlite:///{db}")
+    try:
+        audit = store.get_audit(killed)
+    finally:
+        store.close()
+    assert (audit.status, audit.error) == (
+        "failed", "interrupted: the auditor process ended before the audit finished"
+    )  # fmt: skip
+    assert not folder.exists()
+    assert list(scratch_root.iterdir()) == []
+
+
 def test_a_report_path_that_is_a_folder_is_refused_before_the_first_pass(shortcut_scenario, tmp_path):
     """The report path is a folder: the pre-flight refuses it before any pass, with one line
     naming the report path and the fix, exit status 2, and the audit is stored as failed with

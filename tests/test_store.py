@@ -230,7 +230,7 @@ def count(engine: Engine, row: type[Base], audit_id: int) -> int:
 def test_migrations_create_the_orm_schema(db_url: str) -> None:
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == head() == "0003"
+    assert current(db_url) == head() == "0004"
     engine = create_engine(db_url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -547,7 +547,7 @@ def test_unreachable_database_is_one_line_store_error() -> None:
 
 def test_schema_behind_head_needs_db_upgrade(db_url: str) -> None:
     expected = (
-        r"schema revision \(empty\), this auditor needs 0003 -- fix: run `auditor db upgrade`"
+        r"schema revision \(empty\), this auditor needs 0004 -- fix: run `auditor db upgrade`"
     )
     with pytest.raises(StoreError, match=expected):
         AuditStore(db_url, auto_upgrade=False)
@@ -772,5 +772,69 @@ def test_upgrade_from_0002_keeps_audits_and_accepts_cancelled(db_url: str) -> No
                 (2, "failed", "boom"),
                 (3, "failed", "cancelled: interrupted (SIGINT, Ctrl-C)"),
             ]
+    finally:
+        engine.dispose()
+
+
+def test_recovery_removes_the_folders_of_dead_audits_only(store: AuditStore, tmp_path: Path) -> None:
+    """A failed audit keeps no files: the recovery that marks a dead audit as failed removes
+    the folders it recorded; those of a live audit stay."""
+
+    def folders(name: str) -> list[Path]:
+        made = [tmp_path / name / "audit-artifacts", tmp_path / name / "scratch"]
+        for folder in made:
+            (folder / "inside").mkdir(parents=True)
+        return made
+
+    crashed, alive = start(store), start(store)
+    crashed_dirs, alive_dirs = folders("crashed"), folders("alive")
+    store.record_work_dirs(crashed, crashed_dirs)
+    store.record_work_dirs(alive, alive_dirs)
+    set_columns(store, crashed, owner_pid=dead_pid())
+
+    assert store.mark_stale_running_as_failed(stale_after_s=600) == 1
+    assert store.get_audit(crashed).status == "failed"
+    assert not any(folder.exists() for folder in crashed_dirs)
+    assert store.get_audit(alive).status == "running"
+    assert all(folder.is_dir() for folder in alive_dirs)
+
+
+def test_upgrade_from_0003_keeps_audits_and_records_work_dirs(db_url: str, tmp_path: Path) -> None:
+    """0004 adds `audits.work_dirs`: audits stored before it have none, and are recovered as
+    before; a downgrade drops the column and keeps the rows."""
+    upgrade(db_url, "0003")
+    audits = table(
+        "audits",
+        *(column(name) for name in ("id", "model_uri", "status", "config_yaml", "config_hash")),
+        column("code_version"),
+        column("started_at", UTCDateTime()),
+        column("owner_host"),
+        column("owner_pid"),
+    )
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            legacy = connection.execute(
+                insert(audits).values(
+                    model_uri="models:/legacy@prod", status="running", config_yaml="{}",
+                    config_hash="c" * 64, code_version="0.1.0", started_at=utcnow(),
+                    owner_host=socket.gethostname(), owner_pid=dead_pid(),
+                ).returning(audits.c.id)
+            ).scalar_one()  # fmt: skip
+        upgrade(db_url)
+        store = AuditStore(db_url, auto_upgrade=False)
+        try:
+            assert store.get_audit(legacy).work_dirs is None
+            new = start(store)
+            store.record_work_dirs(new, [tmp_path / "scratch"])
+            assert store.get_audit(new).work_dirs == [str(tmp_path / "scratch")]
+            assert store.mark_stale_running_as_failed(stale_after_s=600) == 1
+            assert store.get_audit(legacy).status == "failed"
+        finally:
+            store.close()
+        command.downgrade(alembic_config(db_url), "0003")
+        with engine.connect() as connection:
+            rows = connection.execute(select(audits.c.id, audits.c.status))
+            assert sorted(rows) == [(legacy, "failed"), (new, "running")]
     finally:
         engine.dispose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,12 +53,17 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
             code_version=__version__,
         )
         artifact_dir = config.audit_artifact_dir(audit_id)
+        scratch: Path | None = None  # the samples' scratch folder, below executor.scratch_dir
         committed = False
         try:
+            scratch = Path(
+                tempfile.mkdtemp(prefix=f"auditor-audit-{audit_id}-", dir=config.executor.scratch_dir)
+            )
+            store.record_work_dirs(audit_id, [artifact_dir, scratch])  # removed if this dies
             with sigterm_cancels(), store.keep_alive(audit_id, config.heartbeat.interval_s):
                 start = time.perf_counter()
                 check_outputs(config, artifact_dir, report_path)
-                run = run_checks(config, artifact_dir)
+                run = run_checks(config, artifact_dir, scratch_dir=scratch)
                 result = run.result
                 clusters = result.subclasses.clusters if result.subclasses else []
                 drift = explanation_drift(
@@ -93,6 +99,9 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
             store.fail_audit(audit_id, reason or type(err).__name__)
             on_audit_failed(store, audit_id, reason, config)
             raise
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         outcome = AuditOutcome(audit_id=audit_id, result=result, report_path=report_path, drift=drift)
         try:
             if report_path is not None:

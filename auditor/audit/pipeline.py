@@ -45,15 +45,18 @@ def audit(config: AuditConfig) -> AuditResult:
     return run_checks(config).result
 
 
-def run_checks(config: AuditConfig, artifact_dir: Path | None = None) -> AuditRun:
+def run_checks(
+    config: AuditConfig, artifact_dir: Path | None = None, *, scratch_dir: Path | None = None
+) -> AuditRun:
     """Every stage of one audit up to its findings (no store involved). The stages that write
     files for the dashboard (embedding index and maps, channel galleries) run only when given
     the audit's `artifact_dir`. Samples are streamed from disk and every heavy pass runs on the
-    configured executor (`executor.kind`)."""
+    configured executor (`executor.kind`). The samples' scratch folder goes into `scratch_dir`
+    (default: `executor.scratch_dir`)."""
     torch.manual_seed(config.seed)
     timer = StageTimer()
     with ExitStack() as resources:
-        inputs = resolve_inputs(config, resources, timer)
+        inputs = resolve_inputs(config, resources, timer, scratch_dir)
         return _checks(inputs, config, artifact_dir, timer)
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -52,8 +53,11 @@ def build_graph(loaded: LoadedModel, samples: SampleSet, config: AuditConfig) ->
     return ModelGraph.from_module(loaded.module, example)
 
 
-def resolve_inputs(config: AuditConfig, resources: ExitStack, timer: StageTimer) -> AuditInputs:
-    """Load the model and the samples, split the model's graph at the audited layer, check the
+def resolve_inputs(
+    config: AuditConfig, resources: ExitStack, timer: StageTimer, scratch_dir: Path | None = None
+) -> AuditInputs:
+    """Load the model and the samples (their scratch folder in `scratch_dir`, default
+    `executor.scratch_dir`), split the model's graph at the audited layer, check the
     inputs against it before any pass (`auditor.audit.preflight`), and start the executor; the
     samples and the executor are closed with `resources`."""
     with timer.stage("load_model"):
@@ -63,8 +67,10 @@ def resolve_inputs(config: AuditConfig, resources: ExitStack, timer: StageTimer)
     with timer.stage("load_samples"):
         samples = resources.enter_context(
             load_samples(
-                config.samples, tracking_uri=config.tracking_uri,
-                preprocess=config.preprocess, scratch_dir=config.executor.scratch_dir,
+                config.samples,
+                tracking_uri=config.tracking_uri,
+                preprocess=config.preprocess,
+                scratch_dir=scratch_dir or config.executor.scratch_dir,
             )
         )
     with timer.stage("prepare_graph"):

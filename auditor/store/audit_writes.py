@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,13 @@ class AuditWrites(StoreConnection):
             session.add(audit)
         liveness.register(audit.id)
         return audit.id
+
+    def record_work_dirs(self, audit_id: int, folders: Sequence[Path]) -> None:
+        """Note the folders a running audit writes: if it dies, the recovery that marks it
+        failed (`mark_stale_running_as_failed`) removes them."""
+        with self.transaction() as session:
+            audit = self._audit_for_update(session, audit_id)
+            audit.work_dirs = [str(Path(f).absolute()) for f in folders]
 
     def beat(self, audit_id: int) -> bool:
         """Refresh the heartbeat of a running audit; False once it is no longer running."""
@@ -136,11 +144,12 @@ class AuditWrites(StoreConnection):
         return audit
 
     def mark_stale_running_as_failed(self, stale_after_s: float = 600.0) -> int:
-        """Mark running audits whose owner is gone as `failed`; return how many.
+        """Mark running audits whose owner is gone as `failed`, remove the folders they
+        recorded (`record_work_dirs`: a failed audit keeps no files); return how many.
 
         Stale (see `auditor.store.liveness`): started on this host by a process that has
         ended, or silent (no heartbeat) for `stale_after_s` seconds. Audits of live auditors,
-        here or on other hosts, are left alone."""
+        here or on other hosts, are left alone, and so are their folders."""
         now = utcnow()
         silent = func.coalesce(AuditRow.heartbeat_at, AuditRow.started_at) < now - timedelta(
             seconds=stale_after_s
@@ -154,7 +163,7 @@ class AuditWrites(StoreConnection):
                 for audit_id, host, pid in session.execute(running)
                 if liveness.owner_gone(audit_id, host, pid)
             ]
-            failed = 0
+            failed: list[list[str] | None] = []  # the recorded folders of each failed audit
             for condition, error in (
                 (AuditRow.id.in_(gone), INTERRUPTED),
                 (silent, SILENT.format(seconds=stale_after_s)),
@@ -163,6 +172,9 @@ class AuditWrites(StoreConnection):
                     update(AuditRow)
                     .where(AuditRow.status == "running", condition)
                     .values(status="failed", error=error, finished_at=now)
+                    .returning(AuditRow.work_dirs)
                 )
-                failed += session.execute(statement).rowcount
-            return failed
+                failed.extend(session.execute(statement).scalars())
+        for folder in (f for dirs in failed for f in dirs or []):  # once no longer running
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(failed)

@@ -145,6 +145,9 @@ class AuditRow(Base):
     owner_host: Mapped[str | None] = mapped_column(doc="host name of the auditor process")
     owner_pid: Mapped[int | None] = mapped_column(doc="process id on owner_host")
     heartbeat_at: Mapped[datetime | None] = mapped_column(doc="refreshed while running")
+    work_dirs: Mapped[list[str] | None] = mapped_column(
+        JSON, doc="folders the running audit writes (artefacts, scratch): removed if it dies"
+    )
 
     model_version: Mapped[ModelVersionRow | None] = relationship()
     channel_stats: Mapped[list[ChannelStatRow]] = relationship(
