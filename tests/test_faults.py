@@ -273,14 +273,6 @@ def assert_recovered(space: Workspace, killed: int) -> None:
     assert space.leftovers() == []
 
 
-#: the store's half of recovery holds; removing the killed audit's files is still to land
-FOLDERS_NOT_YET_REMOVED = pytest.mark.xfail(
-    strict=True,
-    reason="the stale-audit recovery does not yet remove a killed audit's artefact folder and "
-    "sample scratch folder (in progress on main)",
-)
-
-
 # --- SIGKILL in each stage, then the next audit ----------------------------------------------
 
 
@@ -314,7 +306,6 @@ STAGES = {
 }
 
 
-@FOLDERS_NOT_YET_REMOVED
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_sigkill_in_a_stage_leaves_only_whole_audits(
     shortcut_scenario, small_sets, tmp_path, stage
@@ -377,7 +368,6 @@ def pg_space(shortcut_scenario, small_sets, tmp_path, postgresql_url) -> Workspa
     return workspace(shortcut_scenario, small_sets, tmp_path, store_url=postgresql_url)
 
 
-@FOLDERS_NOT_YET_REMOVED
 def test_sigkill_in_the_commit_leaves_only_whole_audits(pg_space):
     """SIGKILL while the audit's commit waits for a lock (PostgreSQL): its transaction is rolled
     back when the server sees the connection gone; the next audit fails it as interrupted,
