@@ -225,14 +225,15 @@ def test_pods_run_as_non_root_and_the_dashboard_is_served():
 SECRET_PATTERNS = [
     re.compile(r"://[^/\s:@'\"]+:(?P<value>[^@\s'\"]+)@"),  # user:password@ in a URL
     re.compile(
-        r"(?i)(?:password|passwd|secret|token|api_?key)[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"',}]+)"
+        r"(?i)(?:password|passwd|secret|token|api_?key)[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"'`,})]+)"
     ),
     re.compile(r"-----BEGIN (?P<value>[A-Z ]*PRIVATE KEY)-----"),
     re.compile(r"https://hooks\.slack\.com/services/(?P<value>\S+)"),
 ]
 ALLOWED_VALUES = re.compile(
-    r"^(%s|<[A-Z_]+>|\.\.\.|'\.\.\.'|\$\w+|\$\{?\w+\}?|/run/secrets/\w+|\./[\w./-]+|[A-Z][A-Z0-9_]*)$"
-)  # placeholders (also printf %s), variables, secret-file paths, environment variable names
+    r"^(%s|<[A-Z_]+>|\.\.\.|'\.\.\.'|\*\*\*|\$\w+|\$\{?\w+\}?|/run/secrets/\w+|\./[\w./-]+|[A-Z][A-Z0-9_]*)$"
+)  # placeholders (also printf %s, the *** of a redacted value), variables, secret-file paths,
+# environment variable names
 
 
 def secret_like(line: str) -> list[str]:

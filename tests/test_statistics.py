@@ -113,5 +113,5 @@ def test_findings_report_the_same_effect_size_as_the_dropout_statistics():
         statistics=stats,
     )
     evidence = dropout_effect(table)
-    assert evidence["effect_size"] == pytest.approx(stats.effect_size, rel=1e-12)
-    assert evidence["effect_size"] == pytest.approx(effect_size(top.mean(), randoms.mean(axis=1)))
+    assert evidence.effect_size == pytest.approx(stats.effect_size, rel=1e-12)
+    assert evidence.effect_size == pytest.approx(effect_size(top.mean(), randoms.mean(axis=1)))

@@ -32,6 +32,14 @@ def config_hash(config: AuditConfig) -> str:
     return hashlib.sha256(config.to_yaml().encode()).hexdigest()
 
 
+def make_scratch_dir(audit_id: int, scratch_dir: str | None) -> Path:
+    """The audit's own scratch folder, `auditor-audit-<id>-*`, below `scratch_dir` (created if
+    missing: the pre-flight found it can be) or the system's temporary folder."""
+    if scratch_dir is not None:
+        Path(scratch_dir).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"auditor-audit-{audit_id}-", dir=scratch_dir))
+
+
 def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditOutcome:
     """Run and store one audit; on any failure before the commit the stored audit is marked
     failed (and the `audit_failed` alert rules run) and the error propagates (an `AuditorError`
@@ -56,13 +64,11 @@ def run_audit(config: AuditConfig, *, report_path: Path | None = None) -> AuditO
         scratch: Path | None = None  # the samples' scratch folder, below executor.scratch_dir
         committed = False
         try:
-            scratch = Path(
-                tempfile.mkdtemp(prefix=f"auditor-audit-{audit_id}-", dir=config.executor.scratch_dir)
-            )
+            check_outputs(config, artifact_dir, report_path)  # before any folder is made
+            scratch = make_scratch_dir(audit_id, config.executor.scratch_dir)
             store.record_work_dirs(audit_id, [artifact_dir, scratch])  # removed if this dies
             with sigterm_cancels(), store.keep_alive(audit_id, config.heartbeat.interval_s):
                 start = time.perf_counter()
-                check_outputs(config, artifact_dir, report_path)
                 run = run_checks(config, artifact_dir, scratch_dir=scratch)
                 result = run.result
                 clusters = result.subclasses.clusters if result.subclasses else []
