@@ -26,6 +26,7 @@ from auditor.checks.probes.transforms import (
     HighPassOnly,
     HighPassRemoval,
     Jpeg,
+    jpeg_round_trip,
     grayscale,
 )
 from auditor.config import Preprocess, load_config
@@ -99,6 +100,15 @@ def test_jpeg_changes_fine_detail_more_than_smooth_images():
     }
     assert change["noisy"] > 5 * change["smooth"]
     assert jpeg(noisy).shape == noisy.shape and jpeg(noisy).dtype == noisy.dtype
+
+
+def test_jpeg_on_the_thread_pool_is_the_image_by_image_loop_bit_for_bit():
+    x = _images()
+    pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    looped = np.stack([jpeg_round_trip(image, 30) for image in pixels])
+    pooled = Jpeg(quality=30)(x)
+    assert torch.equal(pooled, torch.from_numpy(looped).permute(0, 3, 1, 2).float() / 255)
+    assert torch.equal(pooled, Jpeg(quality=30)(x))
 
 
 def test_border_mask_fills_the_frame_and_leaves_the_centre():

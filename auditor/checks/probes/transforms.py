@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -136,13 +140,40 @@ class Jpeg(Probe):
 
     def __call__(self, images: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         pixels = (images.clamp(0.0, 1.0) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        decoded = []
-        for image in pixels:
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="JPEG", quality=self.quality)
-            buffer.seek(0)
-            decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
+        decoded = per_image(partial(jpeg_round_trip, quality=self.quality), pixels)
         return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(images.dtype) / 255
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """One H x W x 3 uint8 image JPEG-encoded at `quality` by Pillow and decoded."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    """In a forked child the parent's pool threads do not exist: start a new pool there."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def per_image(transform: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> list[np.ndarray]:
+    """`transform` of every image of a batch, in order, on a thread pool of one thread per
+    available core (Pillow releases the GIL while it encodes and decodes). Each image is
+    transformed alone, so the result is the same as a loop, bit for bit."""
+    global _POOL
+    if len(images) < 2 or len(os.sched_getaffinity(0)) < 2:
+        return [transform(image) for image in images]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="auditor-probe")
+    return list(_POOL.map(transform, images))
 
 
 @PROBES.register("border_mask")
