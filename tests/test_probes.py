@@ -26,8 +26,8 @@ from auditor.checks.probes.transforms import (
     HighPassOnly,
     HighPassRemoval,
     Jpeg,
-    jpeg_round_trip,
     grayscale,
+    jpeg_round_trip,
 )
 from auditor.config import Preprocess, load_config
 from auditor.data.images import ArrayImages

@@ -19,6 +19,7 @@ from auditor.relevance import (
     methods,
 )
 from auditor.relevance.base import check_method_class
+from auditor.relevance.graph_cache import graph_of
 
 from .plugins import fresh_registry, install_plugin
 
@@ -74,6 +75,34 @@ def inputs() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def graph(model, inputs) -> ModelGraph:
     return ModelGraph.from_module(model, inputs[:2])
+
+
+def test_an_eager_module_is_exported_once_until_its_weights_or_input_shape_change(inputs):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    model(inputs[:1])
+    x = inputs[:3]
+    first = graph_of(model, x[:2])
+    assert graph_of(model, x[1:]) is first  # same weights and image shape: no export
+    before = explain(model, x, method="lrp", composite="epsilon")
+
+    with torch.no_grad():
+        model[0].weight.mul_(-2.0)  # in place: the parameter's _version moves
+    changed = graph_of(model, x[:2])
+    assert changed is not first
+    fresh = ModelGraph.from_module(model, x[:2])
+    assert torch.allclose(explain(model, x, method="lrp", composite="epsilon"),
+                          explain(fresh, x, method="lrp", composite="epsilon"), atol=1e-6)
+    assert not torch.allclose(explain(model, x, method="lrp", composite="epsilon"), before)
+
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    assert graph_of(model, x[:2]) is not changed
+    model[1] = nn.Sigmoid()  # another structure
+    assert graph_of(model, x[:2]).gm.code != changed.gm.code
+    wide = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert graph_of(wide, inputs[:2]).input_shape[1:] == (16, 16)
+    assert graph_of(wide, torch.rand(2, 3, 24, 24)).input_shape[1:] == (24, 24)
+    assert graph_of(wide, inputs[:2]) is graph_of(wide, inputs[2:4])
 
 
 def test_methods_lists_lrp_with_a_description():

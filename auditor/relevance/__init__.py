@@ -29,6 +29,7 @@ from auditor.relevance import (  # noqa: F401 -- their built-in methods register
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.channels import channel_scores
 from auditor.relevance.composites import Composite, composite, composites
+from auditor.relevance.graph_cache import graph_of
 from auditor.relevance.lrp import LRP
 
 __all__ = [
@@ -52,7 +53,7 @@ def methods() -> dict[str, str]:
 def _graph(model: ModelGraph | nn.Module, inputs: torch.Tensor) -> ModelGraph:
     if isinstance(model, ModelGraph):
         return model
-    return ModelGraph.from_module(model, inputs[:2])
+    return graph_of(model, inputs[:2])
 
 
 def _method(
@@ -90,8 +91,9 @@ def explain(
     Relevance is returned at the input, or at the output of module `layer` when given (only the
     model above that layer is propagated through). `reduce=True` sums 4-D relevance over its
     channels (N x H x W); `reduce=False` keeps them. `model` is a `ModelGraph`, or an
-    `nn.Module` exported with `inputs[:2]` as example (pass a `ModelGraph` to explain
-    repeatedly without exporting each time).
+    `nn.Module`, exported with `inputs[:2]` as example on the first call and kept for later
+    calls while its weights, structure and input shape are unchanged
+    (`auditor.relevance.graph_cache`).
     """
     if isinstance(target, int):
         target = torch.full((len(inputs),), target, dtype=torch.long)
