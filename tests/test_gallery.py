@@ -3,13 +3,16 @@ planted model, PNG strips, manifest, artefact links, determinism."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 from torch import nn
 
 from auditor.artefacts.gallery_files import GAP, manifest_dict, read_manifest, tile_size
@@ -24,7 +27,7 @@ from auditor.audit.passes import activation_scores, relevance_pass
 from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, normalize
-from auditor.execution import LocalExecutor
+from auditor.execution import LocalExecutor, progress
 from auditor.execution.sketches import TopRows
 from auditor.model.graph import ModelGraph
 from auditor.model.receptive_field import receptive_fields
@@ -139,6 +142,23 @@ def test_top_samples_are_the_largest_activation_scores(planted, tmp_path):
         np.testing.assert_allclose([e.score for e in gallery.entries], column[ids], rtol=1e-5)
         assert [e.sample_id for e in gallery.entries] == [samples.ids[i] for i in ids]
         assert min(e.score for e in gallery.entries) >= np.delete(column, ids).max()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_gallery_shows_bars_for_its_samples_and_heatmaps_unless_quiet(
+    planted, tmp_path, monkeypatch, enabled
+):
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=screen, width=200))
+    monkeypatch.setattr(progress, "enabled", enabled)
+    result = _galleries(planted, tmp_path)
+    pairs = sum(len(g.entries) for g in result.channels)
+    text = screen.getvalue()
+    if not enabled:
+        assert text == ""
+        return
+    assert re.search(r"gallery samples\s.*\d+/\d+ samples", text)
+    assert re.search(rf"gallery heatmaps\s.*{pairs}/{pairs} maps\s+[\d,-]+/s\s+eta", text)
 
 
 def test_top_rows_break_ties_by_sample_order():

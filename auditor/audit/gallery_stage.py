@@ -29,7 +29,7 @@ manifest are written by `auditor.artefacts.gallery`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from auditor.audit.passes import RelevancePass
 from auditor.config import AuditConfig
 from auditor.data.samples import SampleSet, normalize
 from auditor.evidence import FINDING_KINDS
+from auditor.execution.progress import sample_bar
 from auditor.model.graph import SplitModel
 from auditor.model.receptive_field import receptive_fields
 from auditor.relevance import LRP, Composite
@@ -91,9 +92,11 @@ def channel_heatmaps(
     relevance: torch.Tensor,
     channels: Sequence[int],
     batch_size: int,
+    advance: Callable[[int], None] = lambda _n: None,
 ) -> np.ndarray:
     """M x H x W input heatmaps: pair m propagates only channel `channels[m]` of the layer
-    relevance `relevance[m]` (C x h x w) through the trunk, for normalised image `images[m]`."""
+    relevance `relevance[m]` (C x h x w) through the trunk, for normalised image `images[m]`;
+    `advance(n)` is called after each chunk of n pairs (a progress bar)."""
     maps = []
     for start in range(0, len(images), batch_size):
         stop = start + batch_size
@@ -102,6 +105,7 @@ def channel_heatmaps(
         picked = torch.as_tensor(channels[start:stop])
         kept[rows, picked] = relevance[start:stop][rows, picked]
         maps.append(trunk_lrp.attribute_from(images[start:stop], kept).sum(dim=1))
+        advance(len(kept))
     return torch.cat(maps).numpy()
 
 
@@ -147,11 +151,12 @@ def gallery_evidence(
     if config.relevance.target == "label":
         targets = torch.from_numpy(samples.labels[shown])
     shown_images = torch.from_numpy(samples.images[shown])  # the only images read again
-    with torch.no_grad():
-        activations = torch.cat([
-            split.trunk(normalize(chunk, config.preprocess))
-            for chunk in shown_images.split(config.batch_size)
-        ])
+    with torch.no_grad(), sample_bar("gallery samples", len(shown)) as advance:
+        chunks = []
+        for chunk in shown_images.split(config.batch_size):
+            chunks.append(split.trunk(normalize(chunk, config.preprocess)))
+            advance(len(chunk))
+        activations = torch.cat(chunks)
     relevance = layer_relevance(LRP(split.head, lrp_rules), activations, targets, config.batch_size)
 
     rows = [shown.index(i) for _, i in pairs]
@@ -165,13 +170,15 @@ def gallery_evidence(
         config.batch_size,
     )
     images = shown_images[rows].numpy()
-    heatmaps = channel_heatmaps(
-        LRP(split.trunk, lrp_rules),
-        normalize(torch.from_numpy(images), config.preprocess),
-        relevance[rows],
-        pair_channels,
-        config.batch_size,
-    )
+    with sample_bar("gallery heatmaps", len(pairs), unit="maps") as advance:
+        heatmaps = channel_heatmaps(
+            LRP(split.trunk, lrp_rules),
+            normalize(torch.from_numpy(images), config.preprocess),
+            relevance[rows],
+            pair_channels,
+            config.batch_size,
+            advance,
+        )
 
     evidence = []
     for c in channels:

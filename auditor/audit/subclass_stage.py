@@ -19,6 +19,7 @@ from auditor.checks.neighbours import build_index, choose_kind
 from auditor.checks.subclasses import SubclassCriteria, subclass_analysis
 from auditor.config import AuditConfig, SampleSource, SubclassSettings, SubclassThresholds
 from auditor.data.samples import SampleSet
+from auditor.execution.progress import sample_bar
 from auditor.model.graph import ModelGraph
 from auditor.results import ArtefactRef, SubclassResult
 
@@ -92,23 +93,27 @@ def subclass_stage(
         class_names=samples.class_names,
     )
     x = space.prepared()
-    kind = choose_kind(len(x), settings.index, settings.index_threshold)
-    index = build_index(x, kind, seed=config.seed)
-    artefacts = [
-        *save_space(space, artifact_dir, settings.float16_above),
-        ArtefactRef("embedding_index", str(save_index(index, artifact_dir / INDEX_FILE).absolute())),
-    ]
-    if len(x) < MIN_SAMPLES:
-        note = f"{len(x)} samples: at least {MIN_SAMPLES} are needed for clusters and maps"
-        return SubclassResult(space.layer, space.metric, 0, [], [], [], [], artefacts, note)
-    maps = embedding_maps(x, settings.maps, seed=config.seed, max_samples=settings.map_samples)
-    artefacts += save_maps(maps, artifact_dir)
-    analysis = subclass_analysis(
-        space, index, is_reference, probabilities,
-        base.channel_relevance.numpy().astype(np.float64),
-        clustering_params(settings), subclass_criteria(settings.thresholds),
-        settings.evidence_samples, config.seed,
-    )
+    with sample_bar("subclasses", 3, unit="steps") as advance:  # index, maps, clusters
+        kind = choose_kind(len(x), settings.index, settings.index_threshold)
+        index = build_index(x, kind, seed=config.seed)
+        artefacts = [
+            *save_space(space, artifact_dir, settings.float16_above),
+            ArtefactRef("embedding_index", str(save_index(index, artifact_dir / INDEX_FILE).absolute())),
+        ]
+        advance(1)
+        if len(x) < MIN_SAMPLES:
+            note = f"{len(x)} samples: at least {MIN_SAMPLES} are needed for clusters and maps"
+            return SubclassResult(space.layer, space.metric, 0, [], [], [], [], artefacts, note)
+        maps = embedding_maps(x, settings.maps, seed=config.seed, max_samples=settings.map_samples)
+        artefacts += save_maps(maps, artifact_dir)
+        advance(1)
+        analysis = subclass_analysis(
+            space, index, is_reference, probabilities,
+            base.channel_relevance.numpy().astype(np.float64),
+            clustering_params(settings), subclass_criteria(settings.thresholds),
+            settings.evidence_samples, config.seed,
+        )
+        advance(1)
     note = None
     if not is_reference.any():
         note = "no reference samples (samples[].role: reference): clusters only, no findings"
