@@ -214,6 +214,42 @@ class UnlabeledSubclassEvidence(FindingEvidence):
     thresholds: dict[str, int | float]
 
 
+class NovelClusterEvidence(FindingEvidence):
+    """A cluster far from every reference sample whatever its prediction mix
+    (`auditor.checks.novelty`): its reference share against the exact permutation null
+    (`share_p_value`), the median distance of its production members to their nearest
+    reference sample against `n_permutations` role permutations (`distance_p_value`,
+    `distance_ratio` = observed / null median), the members' confidence against the reference
+    samples' (`confidence_p_value`, one-sided Mann-Whitney), the false-alarm rate `alpha` the
+    decision holds to, and up to `subclasses.evidence_samples` production `members` nearest the
+    cluster's centre with their `nearest_reference` sample (any class) and the distance to it."""
+
+    cluster: int
+    size: int
+    n_reference: int
+    n_production: int
+    reference_share: float
+    overall_reference_share: float
+    production_share: float
+    share_p_value: float
+    member_distance: float
+    null_member_distance: float
+    distance_ratio: float
+    distance_p_value: float
+    n_permutations: int
+    confidence: float
+    reference_confidence: float
+    confidence_p_value: float
+    predictions: dict[str, int]
+    alpha: float
+    max_reference_ratio: float
+    layer: str
+    metric: str
+    members: list[str]
+    nearest_reference: list[str]
+    member_distances: list[float]
+
+
 FINDING_KINDS.add(
     "probe_sensitivity",
     FindingKind(
@@ -244,5 +280,12 @@ FINDING_KINDS.add(
         "confidently predicted production samples cluster away from the class's reference",
         UnlabeledSubclassEvidence,
         fingerprint_fields=("class_index",),
+    ),
+)
+FINDING_KINDS.add(
+    "novel_cluster",
+    FindingKind(
+        "production samples cluster far from every reference sample, whatever their predictions",
+        NovelClusterEvidence,
     ),
 )

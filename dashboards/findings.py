@@ -18,6 +18,7 @@ import streamlit as st
 from auditor.evidence import (
     ExplanationDriftEvidence,
     FindingEvidence,
+    NovelClusterEvidence,
     ProbeSensitivityEvidence,
     SpuriousChannelsEvidence,
     UnlabeledSubclassEvidence,
@@ -166,6 +167,38 @@ def unlabeled_subclass(
     columns[1].metric("confidence", f"{evidence.confidence:.0%}")
     columns[2].metric("distance ratio", _ratio(evidence.distance_ratio))
     columns[3].metric("profile distance", _ratio(evidence.profile_distance))
+    st.page_link(
+        "views/embeddings.py",
+        label="Show the cluster on the map",
+        icon=":material/scatter_plot:",
+        query_params={"audit": str(context.audit.id), "cluster": str(evidence.cluster)},
+    )
+
+
+@FINDING_RENDERERS.register("novel_cluster")
+def novel_cluster(
+    finding: FindingRow, evidence: NovelClusterEvidence, context: FindingContext
+) -> None:
+    columns = st.columns(4)
+    columns[0].metric("production members", evidence.n_production,
+                      f"{evidence.production_share:.0%} of production", delta_color="off")
+    columns[1].metric("reference share", f"{evidence.reference_share:.2f}",
+                      f"all samples {evidence.overall_reference_share:.2f}", delta_color="off")
+    columns[2].metric("distance ratio", _ratio(evidence.distance_ratio),
+                      f"p = {evidence.distance_p_value:.3g}", delta_color="off")
+    columns[3].metric("confidence", f"{evidence.confidence:.0%}",
+                      f"reference {evidence.reference_confidence:.0%}", delta_color="off")
+    mix = ", ".join(f"{name}: {n}" for name, n in evidence.predictions.items())
+    st.caption(literal(
+        f"predictions {mix}; reference share p = {evidence.share_p_value:.2g} (exact "
+        f"permutation null), distance p over {evidence.n_permutations} role permutations; "
+        f"false-alarm rate at most {evidence.alpha:g} per audit"
+    ))
+    st.table({
+        "member": evidence.members,
+        "nearest reference": evidence.nearest_reference,
+        "distance": [round(d, 3) for d in evidence.member_distances],
+    })
     st.page_link(
         "views/embeddings.py",
         label="Show the cluster on the map",

@@ -351,6 +351,7 @@ def seed_injection(url: str, artifacts_dir: Path) -> int:
             for kind, changes in (
                 ("spurious_channels", {"channels": [1], "class_name": INJECTED}),
                 ("probe_sensitivity", {}),
+                ("novel_cluster", {"members": [INJECTED, "new-1"]}),
             )
         ]
         session.add(audit)
@@ -371,6 +372,20 @@ def seed_injection(url: str, artifacts_dir: Path) -> int:
     }  # fmt: skip
     (folder / MANIFEST).write_text(json.dumps(manifest))
     return audit_id
+
+
+def test_novel_cluster_shows_its_null_and_nearest_reference(tmp_path, monkeypatch, loopback):
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    audit_id = seed_injection(url, tmp_path / "artefacts")
+    monkeypatch.setenv("AUDITOR_DB_URL", url)
+    app = open_page("views/audit.py", audit=audit_id)
+    metrics = {m.label: (m.value, m.proto.delta) for m in app.metric}
+    assert metrics["reference share"] == ("0.11", "all samples 0.50")
+    assert metrics["distance ratio"] == ("2.10", "p = 0.005")
+    assert metrics["confidence"] == ("75%", "reference 97%")
+    assert "false-alarm rate at most 0.01 per audit" in texts(app)
+    (table,) = [t for t in app.table if "nearest reference" in t.value.columns]
+    assert table.value["nearest reference"].tolist() == ["vali-0-3", "vali-1-7"]
 
 
 def rendered_markdown(app: AppTest) -> list[str]:

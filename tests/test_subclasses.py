@@ -44,12 +44,18 @@ CHANNELS = 16
 
 
 def synthetic_audit(
-    n_per_class: int = 150, planted: int = 40, seed: int = 0
+    n_per_class: int = 150,
+    planted: int = 40,
+    seed: int = 0,
+    planted_fake_share: float = 0.0,
+    planted_logit: float = 4.0,
 ) -> tuple[SampleSet, RelevancePass, np.ndarray]:
     """Pooled embeddings of two classes, drawn alike for the reference set `validation`
     (labelled) and the set `production`; `planted` more production samples (ids `new-*`) come
     from a third blob and are predicted as class 0 with high confidence, with class 0's
-    relevance profile. Returns samples, the relevance pass and the embeddings."""
+    relevance profile (the first `planted_fake_share` of them as class 1; their logits
+    `+-planted_logit`: 4 is 0.9997 confidence, 0.55 is 0.75). Returns samples, the relevance
+    pass and the embeddings."""
     rng = np.random.default_rng(seed)
     means = 2.0 + 2.0 * rng.random((3, CHANNELS))
     profiles = rng.dirichlet(np.ones(CHANNELS), size=2)
@@ -61,14 +67,16 @@ def synthetic_audit(
             sets += [name] * n
             ids += [f"{name[:4]}-{c}-{i}" for i in range(n)]
     blocks.append(means[2] + 0.4 * rng.standard_normal((planted, CHANNELS)))
-    classes += [0] * planted
+    n_fake = round(planted_fake_share * planted)
+    classes += [1] * n_fake + [0] * (planted - n_fake)
     sets += ["production"] * planted
     ids += [f"new-{i}" for i in range(planted)]
     vectors = np.concatenate(blocks).astype(np.float32)
     predicted = np.array(classes)
     n = len(vectors)
-    logits = np.where(np.arange(2)[None, :] == predicted[:, None], 4.0, -4.0)
-    logits = logits + 0.3 * rng.standard_normal((n, 2))
+    scale = np.where(np.arange(n) < n - planted, 4.0, planted_logit)[:, None]
+    logits = scale * np.where(np.arange(2)[None, :] == predicted[:, None], 1.0, -1.0)
+    logits = logits + 0.3 * np.minimum(scale, 1.0) * rng.standard_normal((n, 2))
     relevance = np.abs(profiles[predicted] + 0.002 * rng.standard_normal((n, CHANNELS)))
     labels = np.where(np.array(sets) == "validation", predicted, -1)
     samples = SampleSet(

@@ -16,6 +16,7 @@ from auditor.audit.stages import PassRunner
 from auditor.checks.clustering import MIN_SAMPLES, ClusteringParams
 from auditor.checks.embedding_space import EmbeddingSpace, LayerEmbeddings
 from auditor.checks.neighbours import build_index, choose_kind
+from auditor.checks.novelty import NoveltyCriteria
 from auditor.checks.subclasses import SubclassCriteria, subclass_analysis
 from auditor.config import AuditConfig, SampleSource, SubclassSettings, SubclassThresholds
 from auditor.data.samples import SampleSet
@@ -111,6 +112,7 @@ def subclass_stage(
             space, index, is_reference, probabilities,
             base.channel_relevance.numpy().astype(np.float64),
             clustering_params(settings), subclass_criteria(settings.thresholds),
+            NoveltyCriteria(**settings.novelty.model_dump()),
             settings.evidence_samples, config.seed,
         )
         advance(1)

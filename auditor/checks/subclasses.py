@@ -59,6 +59,12 @@ from auditor.checks.clusters import (
 )
 from auditor.checks.embedding_space import EmbeddingSpace
 from auditor.checks.neighbours import IndexHandle
+from auditor.checks.novelty import (
+    ClusterNovelty,
+    NoveltyCriteria,
+    cluster_novelty,
+    novel_cluster_finding,
+)
 from auditor.evidence import UnlabeledSubclassEvidence
 from auditor.results import ClusterSummary, Finding
 
@@ -155,6 +161,13 @@ def _evidence(stats: ClusterStats) -> dict[str, Any]:
     return {k: v for k, v in asdict(stats).items() if k not in ("cluster", "size")}
 
 
+def _novelty(novel: ClusterNovelty) -> dict[str, Any]:
+    """A cluster's novelty test for its summary (NaN, where undefined, as None)."""
+    keys = ("share_p_value", "distance_ratio", "distance_p_value", "production_share", "novel")
+    values = {k: getattr(novel, k) for k in keys}
+    return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in values.items()}
+
+
 @dataclass(frozen=True)
 class SubclassAnalysis:
     """The clusters of an audit's samples, described, and the unlabeled subclasses among them."""
@@ -173,11 +186,13 @@ def subclass_analysis(
     relevance: np.ndarray,
     clustering: ClusteringParams,
     criteria: SubclassCriteria,
+    novelty: NoveltyCriteria,
     max_ids: int,
     seed: int,
 ) -> SubclassAnalysis:
     """Cluster the prepared embeddings of `space` (indexed by `index`), describe every cluster
-    and flag the unlabeled subclasses (`max_ids` members named per finding); `probabilities`
+    and flag the unlabeled subclasses and, among the other clusters, the novel ones
+    (`auditor.checks.novelty`; `max_ids` members named per finding); `probabilities`
     (N x classes) are the softmax of the logits, `relevance` the per-sample channel relevance."""
     x = space.prepared()
     clusters_found = spectral_clusters(x, clustering, seed, index)
@@ -191,19 +206,28 @@ def subclass_analysis(
             x, space.predicted, is_reference, clustering.index, clustering.index_threshold, seed
         ),
     )
+    assignment = clusters_found.assignment
+    novelties = cluster_novelty(
+        x, assignment, is_reference, samples.confidence,
+        [space.class_name(int(c)) for c in space.predicted], novelty, seed,
+    )
     clusters, findings = [], []
-    for cluster in range(clusters_found.assignment.max() + 1):
-        members = np.flatnonzero(clusters_found.assignment == cluster)
+    for cluster, novel in enumerate(novelties):
+        members = np.flatnonzero(assignment == cluster)
         stats = cluster_stats(cluster, members, samples)
         clusters.append(
             ClusterSummary(
                 cluster=cluster,
                 size=stats.size,
                 relevance_profile=[float(v) for v in samples.relevance[members].mean(axis=0)],
-                evidence=_evidence(stats),
+                evidence={**_evidence(stats), "novelty": _novelty(novel)},
             )
         )
         finding = subclass_finding(stats, members, samples, criteria, max_ids)
+        if finding is None and novel.novel:  # the subclass finding is the more specific one
+            finding = novel_cluster_finding(
+                novel, space, x, members, is_reference, novelty, max_ids
+            )
         if finding:
             findings.append(finding)
     return SubclassAnalysis(clusters_found.k, clusters_found.eigenvalues, clusters, findings)

@@ -20,7 +20,7 @@ from auditor.config.gallery import GallerySettings
 from auditor.config.locations import DEFAULT_HOME, default_store_url, default_tracking_uri
 from auditor.config.operations import HeartbeatSettings, MlflowLogging, RetentionSettings
 from auditor.config.sources import ModelSource, SampleSource
-from auditor.config.subclasses import SubclassSettings, SubclassThresholds
+from auditor.config.subclasses import NoveltySettings, SubclassSettings, SubclassThresholds
 from auditor.config.thresholds import Thresholds
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "HeartbeatSettings",
     "MlflowLogging",
     "ModelSource",
+    "NoveltySettings",
     "Preprocess",
     "ProbeSettings",
     "RelevanceSettings",

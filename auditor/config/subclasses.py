@@ -45,6 +45,42 @@ class SubclassThresholds(StrictModel):
     )
 
 
+class NoveltySettings(StrictModel):
+    """When a cluster is a `novel_cluster` (`auditor.checks.novelty`): far from every reference
+    sample, whatever the model predicts on it, decided against permuted reference / production
+    roles."""
+
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="false-alarm rate: audits with any novel_cluster finding when production is "
+        "drawn like the reference (Bonferroni over the clusters)",
+    )
+    max_reference_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="effect of interest: the cluster's reference share at most this times the "
+        "reference share of all samples",
+    )
+    permutations: int = Field(
+        default=199, ge=19, description="role permutations of the distance test's null"
+    )
+    max_members: int = Field(
+        default=256, ge=10, description="members of a cluster in the distance test (subsample)"
+    )
+    max_columns: int = Field(
+        default=2000, ge=100, description="candidate neighbours in the distance test (subsample)"
+    )
+    large_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="severity high from this share of the production samples in the cluster",
+    )
+
+
 class SubclassSettings(StrictModel):
     """Clusters of pooled layer embeddings, a nearest-neighbour index and 2-D maps of the
     samples; clusters of production samples unlike the reference become findings."""
@@ -85,3 +121,4 @@ class SubclassSettings(StrictModel):
         default=20, ge=1, description="member ids (and their nearest references) in a finding"
     )
     thresholds: SubclassThresholds = Field(default_factory=SubclassThresholds)
+    novelty: NoveltySettings = Field(default_factory=NoveltySettings)
