@@ -37,7 +37,7 @@ def db_url() -> str:
 @st.cache_resource(show_spinner=False)
 def store(url: str) -> AuditStore:
     """One store (connection pool) per database URL; the schema must be current."""
-    return AuditStore(url, auto_upgrade=False)
+    return AuditStore(url, create=False)
 
 
 def open_store(url: str) -> AuditStore:

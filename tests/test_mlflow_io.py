@@ -192,6 +192,17 @@ def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
     assert time.monotonic() - start < 10
 
 
+def test_a_missing_local_tracking_store_is_named_and_not_created(tmp_path: Path) -> None:
+    """MLflow creates an empty store on first use and then reports the model as missing; an
+    audit only reads, so a missing SQLite file or store folder is the error, and stays absent."""
+    for uri in (f"sqlite:///{tmp_path}/absent/mlflow.db", str(tmp_path / "mlruns")):
+        with pytest.raises(MlflowUnreachableError, match=r"tracking store .* does not exist"):
+            load_model("models:/tiny@production", tracking_uri=uri, trusted=False)
+        with pytest.raises(MlflowUnreachableError, match="MLFLOW_TRACKING_URI"):
+            download_samples("runs:/abc/samples/x.npz", tracking_uri=uri, into=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_local_paths_need_no_server(tmp_path: Path) -> None:
     check_tracking_server(f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(SampleError, match="does not exist"):

@@ -16,7 +16,7 @@ from auditor.checks import neighbours as index_module
 from auditor.checks.embedding_space import LayerEmbeddings
 from auditor.checks.neighbours import build_index, choose_kind, nearest_other, search
 from auditor.cli.neighbours import neighbours
-from auditor.errors import AuditorError, SampleError
+from auditor.errors import SampleError, StoreError
 from auditor.store import AuditStore
 
 from .test_store import make_result
@@ -123,8 +123,16 @@ def write_config(tmp_path):
     return path
 
 
+def stored_synthetic(tmp_path):
+    """Audit 1 in the store, its embeddings and index in <artifacts_dir>/audit-1."""
+    store = AuditStore(synthetic_config(tmp_path).store_url)
+    store.start_audit(model_uri="m", config_yaml="", config_hash="h", code_version="0")
+    store.close()
+    run_synthetic(tmp_path)
+
+
 def test_neighbours_lists_the_nearest_samples_of_a_stored_audit(tmp_path):
-    run_synthetic(tmp_path)  # writes <artifacts_dir>/audit-1
+    stored_synthetic(tmp_path)
     result = run_cli(write_config(tmp_path), "--audit", "1", "--sample", "new-3", "-k", "5")
 
     assert result.exit_code == 0, result.output
@@ -168,14 +176,25 @@ def test_neighbours_finds_the_folder_the_store_registered(tmp_path):
 
 
 def test_neighbours_names_a_missing_audit_or_sample(tmp_path):
-    run_synthetic(tmp_path)
+    stored_synthetic(tmp_path)
     config_path = write_config(tmp_path)
 
     missing = run_cli(config_path, "--audit", "99", "--sample", "new-3")
-    assert isinstance(missing.exception, AuditorError)
-    assert "audit 99 has no embedding index" in str(missing.exception)
+    assert isinstance(missing.exception, StoreError)
+    assert "audit 99 does not exist in database" in str(missing.exception)
     unknown = run_cli(config_path, "--audit", "1", "--sample", "nope")
     assert isinstance(unknown.exception, SampleError) and "'nope'" in str(unknown.exception)
+
+
+def test_neighbours_without_a_database_creates_none(tmp_path, monkeypatch):
+    """Without --config the default database is looked up, never created: a missing one is
+    named as missing (it answered "no embedding index" and left ./.auditor/auditor.db)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUDITOR_DB_URL", raising=False)
+    result = CliRunner().invoke(cli(), ["--audit", "1", "--sample", "x"])
+    assert isinstance(result.exception, StoreError)
+    assert "auditor.db does not exist" in str(result.exception)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])

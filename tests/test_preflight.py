@@ -44,6 +44,14 @@ def test_layer_without_spatial_channels(shortcut_scenario: Scenario, tmp_path, l
     )
 
 
+def test_top_k_larger_than_the_layer_allows(shortcut_scenario: Scenario, tmp_path):
+    """layer3 has 32 channels: k = 20 leaves 12 for random-k sets of 20 (found after the
+    relevance pass before)."""
+    config = audit_config(shortcut_scenario, tmp_path, channels={"top_k": 20})
+    result = auditor("audit", "--config", str(write_config(tmp_path, config)))
+    assert_failed_before_passes(result, tmp_path, "channels.top_k = 20", "32 channels", "<= 16")
+
+
 def test_layers_marks_the_auditable_ones(shortcut_scenario: Scenario, tmp_path):
     config = audit_config(shortcut_scenario, tmp_path)
     result = auditor("layers", "--config", str(write_config(tmp_path, config)))

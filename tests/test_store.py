@@ -66,7 +66,7 @@ from auditor.store import (
     liveness,
     upgrade,
 )
-from auditor.store.migrate import alembic_config
+from auditor.store.migrate import alembic_config, sqlite_path
 from auditor.store.rows import bootstrap_means
 from auditor.store.schema import Base, UTCDateTime, utcnow
 
@@ -207,7 +207,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[AuditStore]:
     upgrade(db_url)
-    audit_store = AuditStore(db_url, auto_upgrade=False)
+    audit_store = AuditStore(db_url, create=False)
     yield audit_store
     audit_store.close()
 
@@ -549,11 +549,38 @@ def test_schema_behind_head_needs_db_upgrade(db_url: str) -> None:
     expected = (
         r"schema revision \(empty\), this auditor needs 0004 -- fix: run `auditor db upgrade`"
     )
+    if (path := sqlite_path(db_url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # an empty SQLite database
     with pytest.raises(StoreError, match=expected):
-        AuditStore(db_url, auto_upgrade=False)
+        AuditStore(db_url, create=False)
     if db_url.startswith("postgresql"):  # a server database is never upgraded implicitly
         with pytest.raises(StoreError, match=expected):
             AuditStore(db_url)
+
+
+def test_a_lookup_creates_no_database(tmp_path: Path) -> None:
+    """`create=False` (the dashboard, `auditor neighbours`): a missing SQLite file is named as
+    missing and neither it nor its folder is created."""
+    url = f"sqlite:///{tmp_path}/absent/auditor.db"
+    with pytest.raises(StoreError, match=r"absent/auditor.db does not exist -- fix: pass the"):
+        AuditStore(url, create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_database_is_named_as_read_only(sqlite_url: str) -> None:
+    """Writing to a read-only database names the permission, not the server or `db upgrade`."""
+    upgrade(sqlite_url)
+    read_only = f"sqlite:///file:{sqlite_path(sqlite_url)}?mode=ro&uri=true"
+    store = AuditStore(read_only)
+    try:
+        with pytest.raises(StoreError) as raised:
+            start(store)
+    finally:
+        store.close()
+    message = str(raised.value)
+    assert "readonly database" in message and "writable for this user" in message
+    assert "db upgrade" not in message and "start the server" not in message
 
 
 def test_operations_rows_round_trip(store: AuditStore, audit_result: AuditResult) -> None:
@@ -685,7 +712,7 @@ def test_upgrade_from_0001_keeps_audits(db_url: str, audit_result: AuditResult) 
     engine.dispose()
 
     upgrade(db_url)
-    store = AuditStore(db_url, auto_upgrade=False)
+    store = AuditStore(db_url, create=False)
     try:
         audits = store.list_audits()
         assert [(a.status, a.owner_host, a.heartbeat_at) for a in audits] == [
@@ -748,7 +775,7 @@ def test_upgrade_from_0002_keeps_audits_and_accepts_cancelled(db_url: str) -> No
             connection.execute(insert(audits).values(audit_row(4, "cancelled")))
 
         upgrade(db_url)
-        store = AuditStore(db_url, auto_upgrade=False)
+        store = AuditStore(db_url, create=False)
         try:
             assert [(a.id, a.status) for a in store.list_audits()] == [
                 (3, "running"),
@@ -822,7 +849,7 @@ def test_upgrade_from_0003_keeps_audits_and_records_work_dirs(db_url: str, tmp_p
                 ).returning(audits.c.id)
             ).scalar_one()  # fmt: skip
         upgrade(db_url)
-        store = AuditStore(db_url, auto_upgrade=False)
+        store = AuditStore(db_url, create=False)
         try:
             assert store.get_audit(legacy).work_dirs is None
             new = start(store)

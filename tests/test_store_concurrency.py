@@ -48,7 +48,7 @@ JOIN_TIMEOUT_S = 120
 
 def _write_audits(url: str, barrier: Barrier, worker: int, results: multiprocessing.Queue) -> None:
     """One auditor: audits of the same model, each with heartbeats while it is written."""
-    store = AuditStore(url, auto_upgrade=False)
+    store = AuditStore(url, create=False)
     barrier.wait()
     for n in range(AUDITS_PER_WORKER):
         audit_id = start(store)
@@ -68,7 +68,7 @@ def _write_audits(url: str, barrier: Barrier, worker: int, results: multiprocess
 def _claim_alerts(
     url: str, barrier: Barrier, keys: list[str], results: multiprocessing.Queue
 ) -> None:
-    store = AuditStore(url, auto_upgrade=False)
+    store = AuditStore(url, create=False)
     now = utcnow()
     barrier.wait()
     for key in keys:
@@ -83,7 +83,7 @@ def _open_new_sqlite(url: str, barrier: Barrier) -> None:
 
 def _hang_in_finish(url: str, written: Event) -> None:
     """Start an audit and stop for good once its results are written but not committed."""
-    store = AuditStore(url, auto_upgrade=False)
+    store = AuditStore(url, create=False)
     audit_id = start(store)
 
     def hang(_session: Session, _context: object) -> None:
@@ -113,7 +113,7 @@ def test_concurrent_auditors_write_whole_audits(db_url: str) -> None:
     run_processes(_write_audits, [(db_url, barrier, w, results) for w in range(WORKERS)])
     audit_ids = drain(results, WORKERS * AUDITS_PER_WORKER)
 
-    store = AuditStore(db_url, auto_upgrade=False)
+    store = AuditStore(db_url, create=False)
     try:
         assert len(set(audit_ids)) == WORKERS * AUDITS_PER_WORKER
         audits = store.list_audits(limit=100)
@@ -163,7 +163,7 @@ def test_an_auditor_killed_mid_transaction_leaves_no_rows(db_url: str) -> None:
         process.join(JOIN_TIMEOUT_S)
     assert process.exitcode == -signal.SIGKILL
 
-    store = AuditStore(db_url, auto_upgrade=False)
+    store = AuditStore(db_url, create=False)
     try:
         (killed,) = store.list_audits()
         assert (killed.status, killed.owner_pid) == ("running", process.pid)

@@ -27,8 +27,8 @@ LAYER_FIX = "choose a convolutional block, see `auditor layers`"
 
 
 def check_inputs(graph: ModelGraph, split: SplitModel, samples: SampleSet, config: AuditConfig) -> None:
-    """The samples fit the model, the audited layer has channels over space, and the labels
-    are classes the model can predict."""
+    """The samples fit the model, the audited layer has channels over space, top-k leaves room
+    for random-k among them, and the labels are classes the model can predict."""
     activation, logits = check_fit(graph, split, samples, config)
     shape = tuple(activation.shape)
     if not is_spatial(shape):
@@ -37,7 +37,20 @@ def check_inputs(graph: ModelGraph, split: SplitModel, samples: SampleSet, confi
             "channels (channel relevance, dropout and occlusion need N x C x H x W)",
             LAYER_FIX,
         )
+    top_k_size(shape[1], config)
     check_labels(samples, logits.shape[1])
+
+
+def top_k_size(n_channels: int, config: AuditConfig) -> int:
+    """k of top-k on a layer of `n_channels`: `channels.top_k`, else `top_k_fraction` of the
+    channels; `ConfigError` unless the other channels hold at least k for random-k."""
+    k = config.channels.top_k or max(1, round(config.channels.top_k_fraction * n_channels))
+    if 2 * k > n_channels:
+        raise ConfigError(
+            f"channels.top_k = {k} leaves fewer than k of the {n_channels} channels for random-k",
+            f"use top_k <= {n_channels // 2}",
+        )
+    return k
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from auditor.audit.preflight import top_k_size
 from auditor.audit.passes import (
     Condition,
     DropoutLogits,
@@ -40,7 +41,6 @@ from auditor.config import AuditConfig, Thresholds
 from auditor.config.analysis import ProbeEntry
 from auditor.data.images import ImageSource
 from auditor.data.samples import SampleSet
-from auditor.errors import ConfigError
 from auditor.execution import Executor
 from auditor.results import (
     ChannelTable,
@@ -72,16 +72,6 @@ def relevance_stage(runner: PassRunner, samples: SampleSet, config: AuditConfig)
         runner.executor, runner.model, runner.images, targets, runner.batch_size,
         gallery_size=config.gallery.samples_per_channel,
     )
-
-
-def top_k_size(n_channels: int, config: AuditConfig) -> int:
-    k = config.channels.top_k or max(1, round(config.channels.top_k_fraction * n_channels))
-    if 2 * k > n_channels:
-        raise ConfigError(
-            f"channels.top_k = {k} leaves fewer than k of the {n_channels} channels for random-k",
-            f"use top_k <= {n_channels // 2}",
-        )
-    return k
 
 
 @dataclass(frozen=True)

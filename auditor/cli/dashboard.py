@@ -80,7 +80,7 @@ def dashboard(
         )
     check_login(host)
     url = db or default_store_url()
-    AuditStore(url, auto_upgrade=False).close()  # fail here, in one line, on a bad database
+    AuditStore(url, create=False).close()  # fail here, in one line, on a bad database
     typer.echo(f"dashboard on http://{host}:{port} over {redact(url)}")
     env = {**os.environ, "AUDITOR_DB_URL": url}
     sys.stdout.flush()

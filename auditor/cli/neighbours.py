@@ -25,8 +25,9 @@ def audit_folder(audit_id: int, store_url: str, artifacts_dir: str) -> Path:
     from auditor.store import AuditStore
     from auditor.store.retention import local_path
 
-    store = AuditStore(store_url)
+    store = AuditStore(store_url, create=False)  # a lookup: it creates no database
     try:
+        store.get_audit(audit_id)  # StoreError: no audit `audit_id` in the database
         registered = [a for a in store.artefacts(audit_id) if a.kind == INDEX_ARTEFACT]
     finally:
         store.close()

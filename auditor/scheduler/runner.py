@@ -36,7 +36,7 @@ from auditor.results import Severity
 from auditor.scheduler.config import JobSpec, RetrySettings
 from auditor.scheduler.health import Health, JobResult, JobStatus, now_iso
 from auditor.store import AuditStore
-from auditor.tracking.resolve import REMOTE_SCHEMES, check_tracking_server
+from auditor.tracking.resolve import REMOTE_SCHEMES, check_tracking_store
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def preflight(config: AuditConfig, report_path: Path | None) -> None:
     check_outputs(config, Path(config.artifacts_dir), report_path)
     uris = [config.model.uri, *(s.uri for s in config.samples)]
     if any(urlparse(uri).scheme in REMOTE_SCHEMES for uri in uris):
-        check_tracking_server(config.tracking_uri)
+        check_tracking_store(config.tracking_uri)
     AuditStore(config.store_url).close()
 
 

@@ -21,11 +21,18 @@ WRITE = "auditor_write"  # execution option: this transaction writes (SQLite: BE
 class StoreConnection:
     """A connection to the findings database and its transactions; the base of `AuditStore`."""
 
-    def __init__(self, url: str, *, auto_upgrade: bool = True):
-        """Connect and check the schema revision. A SQLite database behind the migrations is
-        upgraded when `auto_upgrade`; any other one raises `StoreError`, as does a database
-        that cannot be reached."""
+    def __init__(self, url: str, *, create: bool = True):
+        """Connect and check the schema revision. With `create`, a SQLite database is created
+        (with its folder) and upgraded when it is behind the migrations; without, it must
+        exist (nothing is created) and be at the head revision. Any other database behind the
+        migrations raises `StoreError`, as does one that cannot be reached."""
         self.url = url
+        path = migrate.sqlite_path(url)
+        if not create and path is not None and not path.is_file():
+            raise StoreError(
+                f"database {redact(url)} does not exist",
+                "pass the database the audits were stored in (store_url, AUDITOR_DB_URL or --db)",
+            )
         self.engine = migrate.open_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -46,7 +53,7 @@ class StoreConnection:
         head = migrate.head()
         if revision == head:
             return
-        if auto_upgrade and self.engine.dialect.name == "sqlite":
+        if create and self.engine.dialect.name == "sqlite":
             migrate.upgrade_locked(url)
             return
         self.engine.dispose()
@@ -76,7 +83,7 @@ class StoreConnection:
         except SQLAlchemyError as err:
             raise StoreError(
                 f"database {self._display_url} failed: {migrate.describe(err)}",
-                f"check the database server ({migrate.CONNECT_FIX}) and run `auditor db upgrade`",
+                migrate.failure_fix(err),
             ) from err
 
 

@@ -34,6 +34,19 @@ def describe(err: BaseException) -> str:
     return " ".join(str(getattr(err, "orig", None) or err).split())
 
 
+def failure_fix(err: BaseException) -> str:
+    """The fix to name for a failed transaction: a read-only database (SQLite file or folder
+    without write permission, read-only mount, `mode=ro`, a read-only PostgreSQL role or
+    replica) is not a server problem."""
+    reason = describe(err).lower()
+    if "readonly database" in reason or "read-only" in reason or "read only" in reason:
+        return (
+            "make the database (a SQLite file and its folder) writable for this user, "
+            "or set store_url / AUDITOR_DB_URL to a writable database"
+        )
+    return f"check the database server ({CONNECT_FIX}) and run `auditor db upgrade`"
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL; None for other databases and in-memory SQLite."""
     parsed = make_url(url)

@@ -2,8 +2,9 @@
 
 MLflow's HTTP client retries a failing request 7 times with exponential backoff and waits up
 to 120 s per request, so an unreachable server would stall an audit for minutes. Every remote
-call here first runs `check_tracking_server` (one `/health` request with a short timeout) and
-bounds MLflow's retries and timeout for this process unless the user set them explicitly.
+call here first runs `check_tracking_store` (one `/health` request with a short timeout; a local
+store must exist) and bounds MLflow's retries and timeout for this process unless the user set
+them explicitly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
 
 from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
 from auditor.model.onnx import check_runtime_parity, load_onnx, random_input, read_onnx
@@ -84,6 +86,31 @@ def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
         )
 
 
+def check_tracking_store(tracking_uri: str) -> None:
+    """Before anything is read from MLflow: an http(s) server answers (`check_tracking_server`),
+    and a local store (`sqlite:///file`, `file:` or a path) exists. MLflow would otherwise
+    create an empty store on first use and then report the model as missing; an audit only
+    reads, so it never creates a store."""
+    check_tracking_server(tracking_uri)
+    store = _local_store_path(tracking_uri)
+    if store is not None and not store.exists():
+        raise MlflowUnreachableError(
+            f"MLflow tracking store {redact(tracking_uri)} does not exist ({store} is missing)",
+            "set tracking_uri / MLFLOW_TRACKING_URI to the store the model was logged to",
+        )
+
+
+def _local_store_path(tracking_uri: str) -> Path | None:
+    """The file or folder of a local tracking store; None for a server or an in-memory one."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        database = make_url(tracking_uri).database
+        return Path(database) if database and database != ":memory:" else None
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path)
+    return None
+
+
 def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
     """Load a model given as `models:/name@alias`, `models:/name/3`, `models:/<logged model
     id>`, `runs:/<run_id>/<path>` or a local directory holding an `MLmodel` file.
@@ -116,7 +143,7 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
                 "pass a directory written by mlflow.pytorch / mlflow.onnx save_model, or a model URI",
             )
         return _load_dir(local, ModelRef(uri, local.resolve().name, None, ""), trusted)
-    check_tracking_server(tracking_uri)
+    check_tracking_store(tracking_uri)
     _bound_http_retries()
     ref, download_uri = _resolve(uri, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="auditor-model-") as tmp:
@@ -149,7 +176,7 @@ def download_samples(uri: str, *, tracking_uri: str, into: Path) -> Path:
                 f"sample file {uri} does not exist", "check samples[].uri in the config"
             )
         return local
-    check_tracking_server(tracking_uri)
+    check_tracking_store(tracking_uri)
     _bound_http_retries()
     try:
         path = mlflow.artifacts.download_artifacts(
