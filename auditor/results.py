@@ -22,6 +22,9 @@ class ModelRef:
     version: str | None
     flavor: str
     run_id: str | None = None
+    #: what the audit measured: "logits", "logits before the final Softmax" (or Sigmoid) or
+    #: "log-probabilities" (`auditor.model.outputs`)
+    scores: str = "logits"
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,10 @@ def load_audited(config_yaml: str) -> AuditedModel:
     """Load the audit's model and samples (`AuditorError` with a one-line message on failure)."""
     config = AuditConfig.model_validate(yaml.safe_load(config_yaml))
     loaded = load_model(
-        config.model.uri, tracking_uri=config.tracking_uri, trusted=config.model.trusted
+        config.model.uri,
+        tracking_uri=config.tracking_uri,
+        trusted=config.model.trusted,
+        input_size=config.preprocess.size,
     )
     samples = load_samples(
         config.samples, tracking_uri=config.tracking_uri, preprocess=config.preprocess

@@ -9,7 +9,7 @@ pure checks, then its writers. The store's life cycle around it is `auditor.audi
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -89,7 +89,7 @@ def _checks(
                 config, artifact_dir, model.head_lrp.rules,
             )
     result = AuditResult(
-        model=inputs.loaded.ref,
+        model=replace(inputs.loaded.ref, scores=inputs.graph.scores),
         n_samples=len(samples.labels),
         n_labelled=samples.n_labelled,
         sample_sets={name: samples.set_names.count(name) for name in dict.fromkeys(samples.set_names)},

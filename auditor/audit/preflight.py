@@ -96,12 +96,14 @@ def check_fit(
     """Fail early, with the sample size in the message, when the samples do not fit the model:
     another size than the one the graph was exported for, or a forward pass that fails. Returns
     the layer's activation and the logits of the first two samples."""
-    shape = tuple(samples.images.shape[1:])
+    shape = (config.preprocess.channels or 3, *samples.images.shape[2:])
     size = "x".join(str(s) for s in shape)
     expected = graph.input_shape
     fix = "set preprocess.size to the model's input size"
     if expected is not None and any(e is not None and e != s for e, s in zip(expected, shape)):
         wanted = "x".join("?" if e is None else str(e) for e in expected)
+        if expected[0] is not None and expected[0] != shape[0]:
+            fix = f"set preprocess.channels to {expected[0]}"
         raise SampleError(
             f"samples of size {size} do not fit model {config.model.uri}, which takes {wanted}", fix
         )

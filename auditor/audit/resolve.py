@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
 from auditor.audit.preflight import check_inputs
 from auditor.audit.worker import WorkerModel
 from auditor.config import AuditConfig
+from auditor.config.analysis import Preprocess
 from auditor.data.samples import SampleSet, load_samples, normalize
+from auditor.errors import ConfigError
 from auditor.execution import Executor, make_executor
 from auditor.model.graph import ModelGraph
 from auditor.tracking.resolve import LoadedModel, load_model
@@ -44,13 +47,34 @@ class AuditInputs:
 
 def build_graph(loaded: LoadedModel, samples: SampleSet, config: AuditConfig) -> ModelGraph:
     """The model as one aten graph, whatever its artefact: torch.export program, imported ONNX
-    graph, or (trusted) eager module exported on two of the samples."""
+    graph, or (trusted) eager module exported on two of the samples; it returns the scores of
+    `model.outputs` (`auditor.model.outputs`). `config.preprocess.channels`, when not set, is
+    set to the channels the graph declares (`model_channels`)."""
+    outputs = config.model.outputs
     if loaded.program is not None:
-        return ModelGraph.from_program(loaded.program)
-    if loaded.graph is not None:
-        return ModelGraph(loaded.graph)
-    example = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
-    return ModelGraph.from_module(loaded.module, example)
+        graph = ModelGraph.from_program(loaded.program, outputs)
+    elif loaded.graph is not None:
+        graph = ModelGraph(loaded.graph, outputs)
+    else:
+        example = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
+        graph = ModelGraph.from_module(loaded.module, example, outputs)
+    config.preprocess = model_channels(config.preprocess, graph.input_shape)
+    return graph
+
+
+def model_channels(preprocess: Preprocess, input_shape: tuple[int | None, ...] | None) -> Preprocess:
+    """`preprocess` with `channels` set to the model's declared input channels (1 or 3) where
+    the config leaves it unset; `ConfigError` where mean / std do not fit them."""
+    declared = input_shape[0] if input_shape else None
+    if preprocess.channels is not None or declared not in (1, 3):
+        return preprocess
+    try:
+        return Preprocess.model_validate({**preprocess.model_dump(), "channels": declared})
+    except ValidationError as err:
+        raise ConfigError(
+            f"the model takes {declared}-channel images: {err.errors()[0]['msg']}",
+            "give preprocess.mean and preprocess.std one value each",
+        ) from err
 
 
 def resolve_inputs(
@@ -62,7 +86,10 @@ def resolve_inputs(
     samples and the executor are closed with `resources`."""
     with timer.stage("load_model"):
         loaded = load_model(
-            config.model.uri, tracking_uri=config.tracking_uri, trusted=config.model.trusted
+            config.model.uri,
+            tracking_uri=config.tracking_uri,
+            trusted=config.model.trusted,
+            input_size=config.preprocess.size,
         )
     with timer.stage("load_samples"):
         samples = resources.enter_context(

@@ -71,7 +71,12 @@ def layers(config: ConfigOption) -> None:
     from auditor.tracking.resolve import load_model
 
     cfg = load_config(config)
-    loaded = load_model(cfg.model.uri, tracking_uri=cfg.tracking_uri, trusted=cfg.model.trusted)
+    loaded = load_model(
+        cfg.model.uri,
+        tracking_uri=cfg.tracking_uri,
+        trusted=cfg.model.trusted,
+        input_size=cfg.preprocess.size,
+    )
     with load_samples(
         cfg.samples[:1], tracking_uri=cfg.tracking_uri, preprocess=cfg.preprocess
     ) as samples:

@@ -10,18 +10,39 @@ from auditor.config.strict import StrictModel
 
 
 class Preprocess(StrictModel):
-    """How raw images become model inputs: resize, scale to [0, 1], normalise."""
+    """How raw images become model inputs: resize, scale to [0, 1], convert to the model's
+    channels and channel order, normalise."""
 
     size: tuple[int, int] | None = Field(default=None, description="(height, width) to resize to")
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channels: Literal[1, 3] | None = Field(
+        default=None,
+        description="channels the model takes: 1 converts samples to grayscale (BT.601 "
+        "luminance); default: the model's declared input channels, else 3",
+    )
+    channel_order: Literal["rgb", "bgr"] = Field(
+        default="rgb", description="bgr reverses the channels (models trained on OpenCV images)"
+    )
+    mean: tuple[float, ...] = Field(default=(0.0, 0.0, 0.0), min_length=1, max_length=3)
+    std: tuple[float, ...] = Field(default=(1.0, 1.0, 1.0), min_length=1, max_length=3)
 
     @field_validator("std")
     @classmethod
-    def _positive_std(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+    def _positive_std(cls, std: tuple[float, ...]) -> tuple[float, ...]:
         if any(s <= 0 for s in std):
             raise ValueError("every std must be > 0")
         return std
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> Preprocess:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) == 2:
+                raise ValueError(f"preprocess.{name} takes 1 value (any channels) or 3 (per channel)")
+            if self.channels == 1 and len(set(values)) > 1:
+                raise ValueError(
+                    f"preprocess.{name} has per-channel values {list(values)} for a 1-channel model"
+                )
+        return self
 
 
 def _lrp_composite(name: str) -> str:

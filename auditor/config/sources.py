@@ -27,6 +27,12 @@ class ModelSource(StrictModel):
         default=False,
         description="allow pickled (eager) model artefacts; unpickling runs arbitrary code",
     )
+    outputs: Literal["auto", "logits", "probabilities"] = Field(
+        default="auto",
+        description="what the model returns; auto: logits, or probabilities when the graph ends "
+        "in Softmax / Sigmoid (audited on the logits before it); probabilities without such an "
+        "ending are audited as log-probabilities",
+    )
 
 
 class SampleSource(StrictModel):

@@ -161,11 +161,23 @@ def load_samples(
     return merged
 
 
+#: ITU-R BT.601 luma weights of R, G, B: a 1-channel model's input
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
 def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
-    """`(x - mean) / std` per channel of an N x 3 x H x W batch."""
-    mean = torch.tensor(preprocess.mean, dtype=images.dtype, device=images.device)
-    std = torch.tensor(preprocess.std, dtype=images.dtype, device=images.device)
-    return (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    """The model input of an N x 3 x H x W RGB batch in [0, 1]: converted to the model's
+    channels (`preprocess.channels` 1: luminance `0.299 R + 0.587 G + 0.114 B`) and channel
+    order (`bgr`: reversed), then `(x - mean) / std` per channel (one value: every channel)."""
+    if preprocess.channels == 1:
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device)
+        images = (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    elif preprocess.channel_order == "bgr":
+        images = images.flip(1)
+    channels = images.shape[1]
+    mean = torch.tensor(preprocess.mean[:channels], dtype=images.dtype, device=images.device)
+    std = torch.tensor(preprocess.std[:channels], dtype=images.dtype, device=images.device)
+    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 def _concatenate(sets: list[SampleSet]) -> SampleSet:

@@ -19,11 +19,21 @@ import torch
 from torch import fx, nn
 
 from auditor.errors import LayerNotFoundError, ModelLoadError
+from auditor.model.batch import generalise_batch
 from auditor.model.canonical import canonicalise
-from auditor.model.ops import BATCH_NORM_OPS, CONV_OPS, GLOBAL_POOL_OPS
+from auditor.model.ops import (
+    BATCH_NORM_OPS,
+    CONV_OPS,
+    GLOBAL_POOL_OPS,
+    PRODUCT_OPS,
+    RESHAPE_OPS,
+)
+from auditor.model.outputs import Outputs, audited_scores
 
 aten = torch.ops.aten
 
+#: placeholder meta key of an imported ONNX graph: its declared image shape (C, H, W)
+INPUT_SHAPE = "auditor_input_shape"
 #: the submodule `torch.export` adds to check input shapes (not picklable)
 GUARDS_MODULE = "_guards_fn"
 #: meta key on a head's input placeholder: the layer whose output it is (the head's input is an
@@ -75,8 +85,10 @@ class ModelGraph:
     canonical form of `auditor.model.canonical` (no in-place operations, no eval-mode dropout,
     one BatchNorm form)."""
 
-    def __init__(self, gm: fx.GraphModule):
-        self.gm = canonicalise(_plain(gm))
+    def __init__(self, gm: fx.GraphModule, outputs: Outputs = "logits"):
+        self.gm = generalise_batch(canonicalise(_plain(gm)), "the model")
+        #: what `gm` returns, the scores the audit measures (`auditor.model.outputs`)
+        self.scores = audited_scores(self.gm, outputs)
         self._compute = [n for n in self.gm.graph.nodes if n.op == "call_function"]
         self._last_node: dict[str, fx.Node] = {}
         for node in self._compute:
@@ -84,11 +96,15 @@ class ModelGraph:
                 self._last_node[path] = node
 
     @classmethod
-    def from_program(cls, program: torch.export.ExportedProgram) -> ModelGraph:
-        return cls(program.module())
+    def from_program(
+        cls, program: torch.export.ExportedProgram, outputs: Outputs = "logits"
+    ) -> ModelGraph:
+        return cls(program.module(), outputs)
 
     @classmethod
-    def from_module(cls, module: nn.Module, example: torch.Tensor) -> ModelGraph:
+    def from_module(
+        cls, module: nn.Module, example: torch.Tensor, outputs: Outputs = "logits"
+    ) -> ModelGraph:
         """Export an eager module in inference mode with a dynamic batch dimension
         (`torch.export`). A copy is exported and frozen: the caller's module keeps its mode,
         `requires_grad` and buffers (it may be in training)."""
@@ -103,13 +119,15 @@ class ModelGraph:
                 f"{str(err).splitlines()[0]}",
                 "make forward() free of data-dependent Python control flow",
             ) from err
-        return cls.from_program(program)
+        return cls.from_program(program, outputs)
 
     @property
     def input_shape(self) -> tuple[int | None, ...] | None:
-        """The image shape (C, H, W) the graph was exported for, None per dynamic dimension;
-        None when the graph does not record it (imported graphs)."""
+        """The image shape (C, H, W) the graph was exported for (or an ONNX model declares),
+        None per dynamic dimension; None when the graph does not record it."""
         placeholder = next(n for n in self.gm.graph.nodes if n.op == "placeholder")
+        if INPUT_SHAPE in placeholder.meta:
+            return placeholder.meta[INPUT_SHAPE]
         value = placeholder.meta.get("val")
         if not isinstance(value, torch.Tensor):
             return None
@@ -146,16 +164,19 @@ class ModelGraph:
             raise LayerNotFoundError(f"layer '{layer}' is not a module of the model", hint) from None
 
     def default_layer(self) -> str:
-        """The output of the last convolutional block: the outermost module whose output is
-        the last 4-D activation before global pooling."""
-        pools = [n for n in self._compute if n.target in GLOBAL_POOL_OPS]
+        """The output of the last feature block: the outermost module whose output is the
+        input of the classifier's global pooling. That pooling is the first global pool that
+        is not a gate (a squeeze-excitation pool, whose result multiplies its own input, is
+        one), else the first flatten to N x features (`x.view(x.size(0), -1)`)."""
         convs = [n for n in self._compute if n.target in CONV_OPS]
-        if not pools or not convs:
+        pools = [n for n in self._compute if n.target in GLOBAL_POOL_OPS and not _is_gate_pool(n)]
+        flattens = [n for n in self._compute if n.target in RESHAPE_OPS and _to_rank_2(n)]
+        if not (pools or flattens) or not convs:
             raise LayerNotFoundError(
                 "the model has no convolution followed by global pooling",
                 "name the audited layer in the config (model.layer)",
             )
-        node = pools[0].args[0]
+        node = (pools or flattens)[0].args[0]
         while isinstance(node, fx.Node) and not module_paths(node):
             node = node.args[0]
         for path in module_paths(node):
@@ -202,6 +223,10 @@ class ModelGraph:
                 for dep in node.all_input_nodes:
                     if dep in henv:
                         continue
+                    if _is_batch_size(dep):  # `x.size(0)` below the cut: the batch size
+                        henv[dep] = head.call_function(aten.sym_size.int, (henv[cut], 0))
+                        henv[dep].meta = dict(dep.meta)
+                        continue
                     if dep.op != "get_attr":
                         raise LayerNotFoundError(
                             f"layer '{layer}' does not separate the model: '{node.name}' also "
@@ -215,6 +240,35 @@ class ModelGraph:
             trunk=_freeze(fx.GraphModule(self.gm, trunk)),
             head=_freeze(fx.GraphModule(self.gm, head)),
         )
+
+
+def _is_batch_size(node: fx.Node) -> bool:
+    """Whether `node` reads the batch size (`aten.sym_size(t, 0)`), the same above any cut."""
+    return node.target is aten.sym_size.int and len(node.args) > 1 and node.args[1] == 0
+
+
+def _is_gate_pool(pool: fx.Node) -> bool:
+    """Whether a global pool computes a gate: a product downstream of it also reads the pool's
+    input (squeeze-excitation `x * sigmoid(W2 relu(W1 pool(x)))` [Hu2018])."""
+    source = pool.args[0]
+    products = {u for u in source.users if u is not pool and u.target in PRODUCT_OPS}
+    if not products:
+        return False
+    seen, frontier = {pool}, [pool]
+    while frontier:
+        for user in frontier.pop().users:
+            if user in products:
+                return True
+            if user not in seen:
+                seen.add(user)
+                frontier.append(user)
+    return False
+
+
+def _to_rank_2(node: fx.Node) -> bool:
+    """Whether a reshape's target shape has two dimensions (N x features)."""
+    shape = node.args[1] if len(node.args) > 1 else None
+    return isinstance(shape, (list, tuple)) and len(shape) == 2
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:

@@ -128,8 +128,24 @@ def _signal(node: fx.Node, target, args: tuple) -> int:
         return 1 - gates[0]
     if target is not aten.mul.Tensor:
         return 1  # A @ V: the weights A on the left, the signal V on the right
-    raise RelevanceError(
-        f"LRP cannot tell the gate from the signal in the product at node '{node.name}' "
+    raise _no_gate(node)
+
+
+def _undecided_products(dependent: list[fx.Node]) -> list[fx.Node]:
+    """The elementwise products of two input-dependent operands of which not exactly one is a
+    gate: `_signal` cannot choose, found when the rules bind rather than in the first pass."""
+    inputs = set(dependent)
+    return [
+        n for n in dependent
+        if n.target is aten.mul.Tensor
+        and all(a in inputs for a in n.args[:2])
+        and sum(_is_gate(a) for a in n.args[:2]) != 1
+    ]  # fmt: skip
+
+
+def _no_gate(node: fx.Node) -> RelevanceError:
+    return RelevanceError(
+        f"LRP cannot tell the gate from the signal in the product, {describe_node(node)} "
         "(neither or both operands come from a sigmoid / softmax)",
         "audit a layer above it, or compute the gate with torch.sigmoid / torch.softmax",
     )
@@ -219,9 +235,13 @@ class LRP:
 
     def __init__(self, gm: fx.GraphModule, rules: Composite):
         self.gm = fold_batchnorm(gm)
-        unbound = [n for n in input_dependent(self.gm) if n.target not in LRP_RULE_OPS]
+        dependent = input_dependent(self.gm)
+        unbound = [n for n in dependent if n.target not in LRP_RULE_OPS]
         if unbound:
             raise _no_rule(unbound[0])
+        undecided = _undecided_products(dependent)
+        if undecided:
+            raise _no_gate(undecided[0])
         self.rules = rules
         self.input_layer = input_layer(self.gm)
 

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from auditor.errors import MlflowUnreachableError, ModelLoadError, SampleError
 from auditor.model.onnx import check_runtime_parity, load_onnx, random_input, read_onnx
+from auditor.model.onnx.reading import with_input_size
 from auditor.redaction import redact
 from auditor.results import ModelRef
 
@@ -111,7 +112,9 @@ def _local_store_path(tracking_uri: str) -> Path | None:
     return None
 
 
-def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
+def load_model(
+    uri: str, *, tracking_uri: str, trusted: bool, input_size: tuple[int, int] | None = None
+) -> LoadedModel:
     """Load a model given as `models:/name@alias`, `models:/name/3`, `models:/<logged model
     id>`, `runs:/<run_id>/<path>` or a local directory holding an `MLmodel` file.
 
@@ -130,6 +133,8 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
     accepted by torch's `weights_only` unpickler); if that check is not available in the
     installed MLflow the archive is refused rather than loaded unchecked. Pickled eager
     modules (`data/model.pth`) load only from trusted sources, through `mlflow.pytorch`.
+
+    `input_size` (`preprocess.size`) stands for an ONNX model's symbolic image height and width.
     """
     local = _local_path(uri)
     if local is not None:
@@ -142,7 +147,7 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
                 f"model path {uri} holds no MLmodel file",
                 "pass a directory written by mlflow.pytorch / mlflow.onnx save_model, or a model URI",
             )
-        return _load_dir(local, ModelRef(uri, local.resolve().name, None, ""), trusted)
+        return _load_dir(local, ModelRef(uri, local.resolve().name, None, ""), trusted, input_size)
     check_tracking_store(tracking_uri)
     _bound_http_retries()
     ref, download_uri = _resolve(uri, tracking_uri)
@@ -161,7 +166,7 @@ def load_model(uri: str, *, tracking_uri: str, trusted: bool) -> LoadedModel:
             raise ModelLoadError(
                 f"model URI {uri} holds no MLmodel file", "point the URI at a logged MLflow model"
             )
-        return _load_dir(Path(path), ref, trusted)
+        return _load_dir(Path(path), ref, trusted, input_size)
 
 
 def download_samples(uri: str, *, tracking_uri: str, into: Path) -> Path:
@@ -242,7 +247,9 @@ def _resolve(uri: str, tracking_uri: str) -> tuple[ModelRef, str]:
     return ref, client.get_model_version_download_uri(version.name, str(version.version))
 
 
-def _load_dir(path: Path, ref: ModelRef, trusted: bool) -> LoadedModel:
+def _load_dir(
+    path: Path, ref: ModelRef, trusted: bool, input_size: tuple[int, int] | None
+) -> LoadedModel:
     """Load the pytorch flavour of a local MLflow model directory, checked against its onnx
     flavour if it has both; else its onnx flavour."""
     model = Model.load(str(path / "MLmodel"))
@@ -256,8 +263,8 @@ def _load_dir(path: Path, ref: ModelRef, trusted: bool) -> LoadedModel:
         return loaded
     if onnx_conf is not None:
         proto = read_onnx(path / onnx_conf["data"], name=ref.uri)
-        parity_input = _parity_input(proto, example, ref.uri)
-        graph = load_onnx(proto, example=parity_input, name=ref.uri)
+        parity_input = _parity_input(with_input_size(proto, input_size), example, ref.uri)
+        graph = load_onnx(proto, example=parity_input, name=ref.uri, input_size=input_size)
         return LoadedModel(_with_flavor(ref, "onnx"), None, None, example, graph)
     raise ModelLoadError(
         f"model URI {ref.uri} has no pytorch or onnx flavour (has {', '.join(model.flavors)})",

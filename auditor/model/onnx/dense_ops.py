@@ -77,6 +77,44 @@ def sigmoid(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
     return t.call(aten.sigmoid.default, ins[0])
 
 
+def hard_sigmoid(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
+    """`max(0, min(1, alpha x + beta))` as `aten.hardsigmoid(6 (alpha x + beta - 1/2))`
+    (torch's `clamp(y / 6 + 1/2, 0, 1)`), so that LRP sees the gate it is (`GATE_OPS`);
+    torch's own alpha = 1/6, beta = 1/2 need no affine step."""
+    alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+    x = ins[0]
+    scale, shift = 6.0 * alpha, 6.0 * (beta - 0.5)
+    if abs(scale - 1.0) > 1e-6:
+        x = t.call(aten.mul.Tensor, x, scale)
+    if abs(shift) > 1e-6:
+        x = t.call(aten.add.Tensor, x, shift)
+    return t.call(aten.hardsigmoid.default, x)
+
+
+def layer_norm(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
+    """LayerNormalization over the axes from `axis` on (normalised shape: the scale's)."""
+    x, scale, bias = (*ins, None)[:3]
+    axis = attrs.get("axis", -1)
+    if isinstance(scale, torch.Tensor):
+        normalized = list(scale.shape)
+    else:
+        normalized = (t.shape(0) or [])[axis:]
+    if len(normalized) != (t.rank(0) - axis if axis >= 0 else -axis) or None in normalized:
+        raise t.unsupported("a LayerNormalization whose scale does not span the normalised axes")
+    if attrs.get("stash_type", 1) != 1 or len(t.node.output) > 1 and any(t.node.output[1:]):
+        raise t.unsupported("the LayerNormalization statistics outputs")
+    eps = attrs.get("epsilon", 1e-5)
+    return t.call(aten.layer_norm.default, x, normalized, scale, bias, eps)
+
+
+def erf(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
+    return t.call(aten.erf.default, ins[0])
+
+
+def gelu(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
+    return t.call(aten.gelu.default, ins[0], approximate=attrs.get("approximate", "none"))
+
+
 def hardswish(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
     return t.call(aten.hardswish.default, ins[0])
 

@@ -11,14 +11,22 @@ from torch import fx
 from auditor.errors import ModelLoadError
 from auditor.model.onnx.op_table import CONVERTERS
 from auditor.model.onnx.parity import check_runtime_parity, random_input
-from auditor.model.onnx.reading import ONNX_DOMAINS, model_and_name, op_name
+from auditor.model.onnx.reading import ONNX_DOMAINS, model_and_name, op_name, with_input_size
 from auditor.model.onnx.translator import UNSUPPORTED_FIX, Translator
 
 
-def import_onnx(model: onnx.ModelProto | str | Path, *, name: str | None = None) -> fx.GraphModule:
+def import_onnx(
+    model: onnx.ModelProto | str | Path,
+    *,
+    name: str | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> fx.GraphModule:
     """Translate an ONNX classifier (one float image input, one output) into an FX graph of
-    aten operations with module paths in `nn_module_stack`; `name` labels error messages."""
+    aten operations with module paths in `nn_module_stack`; `name` labels error messages.
+    `input_size` (height, width) stands for a symbolic image size: shape arithmetic is folded
+    for it (`auditor.model.onnx.shape_arith`)."""
     proto, name = model_and_name(model, name)
+    proto = with_input_size(proto, input_size)
     unsupported = [
         (op_name(node), node.name or f"#{index}")
         for index, node in enumerate(proto.graph.node)
@@ -40,17 +48,21 @@ def load_onnx(
     check_parity: bool = True,
     example: torch.Tensor | None = None,
     name: str | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> fx.GraphModule:
     """`import_onnx`, then (unless `check_parity` is false) compare the imported graph with
-    ONNX Runtime on `example` (default: `random_input`) and raise `ModelLoadError` when they
+    ONNX Runtime on `example` (default: `random_input` of the declared shape, `input_size`
+    standing for a symbolic height and width) and raise `ModelLoadError` when they
     differ by more than `PARITY_TOLERANCE`."""
     proto, name = model_and_name(model, name)
-    gm = import_onnx(proto, name=name)
+    gm = import_onnx(proto, name=name, input_size=input_size)
     if check_parity:
         check_runtime_parity(
             proto,
             gm,
-            random_input(proto, name=name) if example is None else example,
+            random_input(with_input_size(proto, input_size), name=name)
+            if example is None
+            else example,
             name=name,
             what="the imported graph",
             fix="the importer mistranslates an operator of this model; provide the pytorch flavour",

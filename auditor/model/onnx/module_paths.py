@@ -9,10 +9,23 @@ import onnx
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
 
-def onnx_module_paths(node: onnx.NodeProto) -> list[str]:
+def has_scopes(graph: onnx.GraphProto) -> bool:
+    """Whether the exporter recorded module scopes: some node has `NAME_SCOPES` metadata or a
+    "/"-separated name (`torch.onnx.export`). Other toolchains (paddle2onnx's `Conv.0`, tf2onnx,
+    hand-written graphs' `layer_19_conv`) name nodes without them."""
+    return any(
+        "/" in node.name or any(p.key == NAME_SCOPES for p in node.metadata_props)
+        for node in graph.node
+    )
+
+
+def onnx_module_paths(node: onnx.NodeProto, scoped: bool = True) -> list[str]:
     """Module paths enclosing an ONNX node, outermost first: the `NAME_SCOPES` metadata the
     torch.export-based exporter writes (`['', 'layer1', 'layer1.0', <fx node>]`, root and
-    node name dropped) where present and readable, else `scope_paths(node.name)`."""
+    node name dropped) where present and readable, else `scope_paths(node.name)`. In a graph
+    without scopes (`scoped` false, see `has_scopes`) a node is addressed by its own name."""
+    if not scoped:
+        return [node.name] if node.name else []
     for prop in node.metadata_props:
         if prop.key == NAME_SCOPES:
             try:

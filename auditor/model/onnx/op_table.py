@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditor.model.onnx import conv_ops, dense_ops, shape_ops
+from auditor.model.onnx import conv_ops, dense_ops, shape_arith, shape_ops
 from auditor.model.onnx.translator import Converter
 
 CONVERTERS: dict[str, Converter] = {
@@ -13,6 +13,10 @@ CONVERTERS: dict[str, Converter] = {
     "Sigmoid": dense_ops.sigmoid,
     "Clip": dense_ops.clip,
     "HardSwish": dense_ops.hardswish,
+    "HardSigmoid": dense_ops.hard_sigmoid,
+    "LayerNormalization": dense_ops.layer_norm,
+    "Erf": dense_ops.erf,
+    "Gelu": dense_ops.gelu,
     "MaxPool": conv_ops.max_pool,
     "AveragePool": conv_ops.average_pool,
     "GlobalAveragePool": conv_ops.global_average_pool,
@@ -29,4 +33,12 @@ CONVERTERS: dict[str, Converter] = {
     "Identity": dense_ops.identity,
     "Dropout": dense_ops.identity,
     "Constant": dense_ops.constant,
+    "Shape": shape_arith.shape,
+    "Gather": shape_arith.gather,
+    "Slice": shape_arith.slice_,
+    "Unsqueeze": shape_arith.unsqueeze,
+    "Squeeze": shape_arith.squeeze,
+    "Cast": shape_arith.cast,
+    "Div": shape_arith.div,
+    "Sub": shape_arith.sub,
 }

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import torch
 
 from auditor.errors import ModelLoadError
-from auditor.model.onnx.reading import dims, graph_inputs
+from auditor.model.onnx.reading import declared_shape, graph_inputs
 
 # Largest accepted |imported - ONNX Runtime|, relative to max(1, max |ONNX Runtime output|).
 PARITY_TOLERANCE = 1e-4
@@ -24,14 +24,14 @@ def random_input(
     if shape is not None:
         return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
     (value,) = graph_inputs(model)
-    declared = [d.dim_value if d.HasField("dim_value") else None for d in dims(value)]
+    declared = declared_shape(value)
     if declared and declared[0] is None:
         declared[0] = PARITY_BATCH
     if any(d is None for d in declared):
         raise ModelLoadError(
             f"ONNX model {name or model.graph.name} declares no fixed size for input "
             f"'{value.name}' (shape {declared})",
-            "give an example input (MLflow: log the model with an input_example)",
+            "set preprocess.size to the model's input size, or log the model with an input_example",
         )
     return random_input(model, shape=declared)
 

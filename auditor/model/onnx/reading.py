@@ -61,6 +61,29 @@ def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     }
 
 
+def with_input_size(model: onnx.ModelProto, size: tuple[int, int] | None) -> onnx.ModelProto:
+    """The model with the symbolic height and width of its image input set to `size` (a copy;
+    the model itself when there is nothing to set), so that shape inference and the folding of
+    shape arithmetic see the audited input size. Declared sizes are kept."""
+    (value,) = graph_inputs(model) or [None]
+    if size is None or value is None or len(dims(value)) != 4:
+        return model
+    symbolic = [i for i, d in enumerate(dims(value)[2:], start=2) if not d.HasField("dim_value")]
+    if not symbolic:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    (target,) = [v for v in copy.graph.input if v.name == value.name]
+    for index in symbolic:
+        target.type.tensor_type.shape.dim[index].dim_value = int(size[index - 2])
+    return copy
+
+
+def declared_shape(value: onnx.ValueInfoProto) -> list[int | None]:
+    """A value's declared shape, None per symbolic dimension (`-1`, `None`, a name)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims(value)]
+
+
 def tensor(proto: onnx.TensorProto) -> torch.Tensor:
     """An ONNX tensor (initializer or attribute) as a torch tensor."""
     return torch.from_numpy(np.array(numpy_helper.to_array(proto)))

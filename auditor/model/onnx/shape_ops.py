@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from auditor.model.onnx.shape_arith import reshape_target
 from auditor.model.onnx.translator import Translator, Value
 
 aten = torch.ops.aten
@@ -28,13 +29,13 @@ def flatten(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
 
 
 def reshape(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
-    """Reshape to a constant shape; a 0 copies the input's dimension (unless
-    `allowzero`), read at run time when it is not static."""
-    shape: list[int | Value] = [int(s) for s in t.static(ins[1], "Reshape shape").tolist()]
+    """Reshape to a constant shape (folded shape arithmetic included: `reshape_target`); a 0
+    copies the input's dimension (unless `allowzero`), read at run time when it is not static."""
+    shape = reshape_target(t, ins[0], t.static(ins[1], "Reshape shape"))
     if not attrs.get("allowzero", 0):
         dims = t.shape(0) or []
         for i, size in enumerate(shape):
-            if size == 0:
+            if isinstance(size, int) and size == 0:
                 known = dims[i] if i < len(dims) else None
                 shape[i] = known if known is not None else t.call(aten.sym_size.int, ins[0], i)
     return t.call(aten.reshape.default, ins[0], shape)

@@ -10,10 +10,12 @@ import torch
 from torch import fx, nn
 
 from auditor.errors import ModelLoadError
-from auditor.model.onnx.module_paths import onnx_module_paths
+from auditor.model.graph import INPUT_SHAPE
+from auditor.model.onnx.module_paths import has_scopes, onnx_module_paths
 from auditor.model.onnx.reading import (
     ONNX_DOMAINS,
     attribute,
+    declared_shape,
     graph_inputs,
     identifier,
     inferred_shapes,
@@ -38,6 +40,7 @@ class Translator:
         self.converters = converters
         self.opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), 1)
         self.shapes = inferred_shapes(model)
+        self.scoped = has_scopes(model.graph)
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.values: dict[str, Value] = {}
@@ -63,7 +66,9 @@ class Translator:
                 f"ONNX model {self.name}: input '{value.name}' is not float32",
                 "export the model with a float32 image input",
             )
-        self.values[value.name] = self.graph.placeholder(identifier(value.name))
+        placeholder = self.graph.placeholder(identifier(value.name))
+        placeholder.meta[INPUT_SHAPE] = tuple(declared_shape(value)[1:])
+        self.values[value.name] = placeholder
         for node in self.model.graph.node:
             self._convert(node)
         result = self._value(outputs[0].name)
@@ -79,7 +84,7 @@ class Translator:
 
     def _convert(self, node: onnx.NodeProto) -> None:
         self.node = node
-        self.stack = {path: (path, "") for path in onnx_module_paths(node)}
+        self.stack = {path: (path, "") for path in onnx_module_paths(node, self.scoped)}
         ins = [self._value(name) if name else None for name in node.input]
         attrs = {a.name: attribute(a) for a in node.attribute}
         result = self.converters[node.op_type](self, ins, attrs)
@@ -102,17 +107,18 @@ class Translator:
             self._hints.setdefault(id(value), name)
         self.values[name] = value
 
-    def call(self, target: Callable, *args: Any) -> Value:
-        """`target(*args)` as a graph node, or evaluated now when no argument is a node."""
+    def call(self, target: Callable, *args: Any, **kwargs: Any) -> Value:
+        """`target(*args, **kwargs)` as a graph node, or evaluated now when no argument is a
+        node."""
         nodes: list[fx.Node] = []
         fx.node.map_aggregate(args, lambda a: nodes.append(a) if isinstance(a, fx.Node) else None)
         if not nodes:
             with torch.no_grad():
-                return target(*args)
+                return target(*args, **kwargs)
         args = fx.node.map_aggregate(
             args, lambda a: self._buffer(a) if isinstance(a, torch.Tensor) else a
         )
-        node = self.graph.call_function(target, args)
+        node = self.graph.call_function(target, args, kwargs)
         node.meta["nn_module_stack"] = dict(self.stack)
         return node
 
