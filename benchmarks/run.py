@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.execution import progress
-from benchmarks import dropout, faiss_knn, relevance, scaling, srd
+from benchmarks import dropout, faiss_knn, parquet_source, relevance, scaling, srd
 
 Benchmark = Callable[[], dict[str, Any]]
 
@@ -27,6 +27,7 @@ BENCHMARKS: list[Benchmark] = [
     faiss_knn.faiss_knn,
     scaling.audit_scaling,
     scaling.streaming_memory,
+    parquet_source.parquet_source_memory,
 ]
 
 RESULTS = Path(__file__).with_name("results.json")

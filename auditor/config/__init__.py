@@ -19,7 +19,7 @@ from auditor.config.executor import ExecutorSettings
 from auditor.config.gallery import GallerySettings
 from auditor.config.locations import DEFAULT_HOME, default_store_url, default_tracking_uri
 from auditor.config.operations import HeartbeatSettings, MlflowLogging, RetentionSettings
-from auditor.config.sources import ModelSource, SampleSource
+from auditor.config.sources import ModelSource, SampleColumns, SampleSource
 from auditor.config.subclasses import NoveltySettings, SubclassSettings, SubclassThresholds
 from auditor.config.thresholds import Thresholds
 
@@ -42,6 +42,7 @@ __all__ = [
     "ProbeSettings",
     "RelevanceSettings",
     "RetentionSettings",
+    "SampleColumns",
     "SampleSource",
     "SubclassSettings",
     "SubclassThresholds",

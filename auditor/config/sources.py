@@ -35,11 +35,36 @@ class ModelSource(StrictModel):
     )
 
 
+class SampleColumns(StrictModel):
+    """Which columns of a table (Parquet) sample set hold what; only `image` is required."""
+
+    image: str = Field(
+        default="image",
+        description="encoded image bytes (PNG/JPEG; or a struct with a 'bytes' field), or image "
+        "paths / URIs (relative paths are relative to the table's folder)",
+    )
+    label: str | None = Field(default=None, description="int class index; null = unknown")
+    id: str | None = Field(default=None, description="unique sample ids (default: <set>/<row>)")
+    group: str | None = Field(
+        default=None, description="metadata column the per-group metrics split by (site, device)"
+    )
+
+
 class SampleSource(StrictModel):
-    """One named sample set: an .npz file or an image folder, from MLflow or a local path."""
+    """One named sample set: an .npz file, an image folder, a Parquet table or a dataset logged
+    with `mlflow.log_input`, from MLflow or a local path."""
 
     name: str = Field(description="1-64 letters, digits, '.', '_' and '-', not starting with '.'")
-    uri: str = Field(description="runs:/ID/path, mlflow-artifacts:/..., or a local path")
+    uri: str = Field(
+        description="runs:/ID/path, mlflow-artifacts:/..., a local path, or a logged dataset: "
+        "dataset:runs:/ID or dataset:models:/name/3 (optionally ?name=...&context=...)"
+    )
+    columns: SampleColumns = Field(
+        default_factory=SampleColumns, description="the columns of a Parquet sample set"
+    )
+    class_names: list[str] | None = Field(
+        default=None, description="names of the class indices of a Parquet set's labels"
+    )
     role: Literal["reference", "production"] = Field(
         default="production",
         description="reference: samples the model is known to handle (validation, training); "

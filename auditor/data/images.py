@@ -7,7 +7,8 @@ numbers), so a distributed executor's workers read their own batches.
 
 * `NpyImages`: an `.npy` file (the `images` member of an `.npz`, extracted once to disk),
   uint8 N x H x W x C or float N x C x H x W, C in {1, 3}; rows are read at their byte offset.
-* `FileImages`: one image file (PNG/JPEG) per sample (sample folders, the MLflow evaluator).
+* `FileImages`: one image file (PNG/JPEG) per sample (sample folders, URI columns of tables).
+* `ParquetImages` (`auditor.data.parquet`): encoded images in a Parquet column, read by row group.
 * `ArrayImages`: images already in memory (tests, sample sets built in memory).
 * `ConcatImages`: several sources one after the other (the audit's sample sets).
 """
@@ -18,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -212,7 +213,7 @@ class FileImages(ImageSource):
 
     def __init__(self, files: Sequence[Path], *, origin: str, size: Size):
         self.files, self.origin, self.size = list(files), origin, size
-        first = _read_file(self.files[0], size)
+        first = decode_image(self.files[0], size)
         self._shape = (len(self.files), *first.shape)
         if size is None:
             self._check_sizes()
@@ -220,7 +221,7 @@ class FileImages(ImageSource):
     def _check_sizes(self) -> None:
         """Without a target size every file must have the first one's (headers only)."""
         for path in self.files[1:]:
-            with _open_image(path) as image:
+            with open_image(path) as image:
                 width, height = image.size
             self._same_size(path, (3, height, width))
 
@@ -231,7 +232,7 @@ class FileImages(ImageSource):
     def read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), *self._shape[1:]), dtype=np.float32)
         for j, row in enumerate(np.asarray(rows, dtype=np.int64)):
-            image = _read_file(self.files[row], self.size)
+            image = decode_image(self.files[row], self.size)
             self._same_size(self.files[row], image.shape)
             out[j] = image
         return out
@@ -277,22 +278,23 @@ def hw_text(shape: tuple[int, ...]) -> str:
 
 
 @contextmanager
-def _open_image(path: Path) -> Iterator[Image.Image]:
-    """An image file opened with PIL; a file PIL cannot read (or decode inside the block)
-    becomes a `SampleError` naming it."""
+def open_image(source: Path | BinaryIO, what: str | None = None) -> Iterator[Image.Image]:
+    """An image file (or in-memory image bytes) opened with PIL; one PIL cannot read (or decode
+    inside the block) becomes a `SampleError` naming it (`what`, default "image file <path>")."""
+    what = what or f"image file {source}"
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             yield image
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise SampleError(
-            f"image file {path} cannot be read: {type(err).__name__}",
+            f"{what} cannot be read: {type(err).__name__}",
             "remove or replace the corrupt file",
         ) from err
 
 
-def _read_file(path: Path, size: Size) -> np.ndarray:
-    """One image file as float32 3 x H x W in [0, 1], resized if `size` is set."""
-    with _open_image(path) as image:
+def decode_image(source: Path | BinaryIO, size: Size, what: str | None = None) -> np.ndarray:
+    """One image (file or bytes) as float32 3 x H x W in [0, 1], resized if `size` is set."""
+    with open_image(source, what) as image:
         rgb = np.asarray(image.convert("RGB"))
     chw = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
     return _resize(chw, size)[0]

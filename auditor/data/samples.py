@@ -1,4 +1,4 @@
-"""Sample sets: `.npz` files and image folders, resized to one size and scaled to [0, 1].
+"""Sample sets: `.npz` files, image folders and Parquet tables, resized to one size and scaled to [0, 1].
 
 A `SampleSet` holds the per-sample metadata in memory and its images as an `ImageSource`
 (`auditor.data.images`): read from disk batch by batch, so an audit's memory does not grow with the
@@ -11,6 +11,7 @@ Formats (documented in README.md):
   repeated to three), optional `labels` (int, -1 = unknown), `ids`, `groups`, `class_names`.
 * an image folder: `class_name/*.png|jpg|jpeg` (labelled, class index in sorted folder order)
   or images directly in the folder (unlabelled).
+* a `.parquet` table: one row per sample, columns named by the config (`auditor.data.parquet`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import torch
 
-from auditor.config import Preprocess, SampleSource
+from auditor.config import Preprocess, SampleColumns, SampleSource
 from auditor.data.images import (
     FORMATS_FIX,
     IMAGES_EXPECTED,
@@ -39,6 +41,7 @@ from auditor.data.images import (
     NpyImages,
     hw_text,
 )
+from auditor.data.parquet import read_parquet_samples
 from auditor.errors import SampleError
 from auditor.tracking.resolve import download_samples
 
@@ -107,18 +110,29 @@ class SampleSet:
 
 
 def load_sample_set(
-    path: Path, *, name: str, preprocess: Preprocess, scratch: Path | None = None
+    path: Path,
+    *,
+    name: str,
+    preprocess: Preprocess,
+    scratch: Path | None = None,
+    table: TableSettings | None = None,
+    tracking_uri: str = "",
 ) -> SampleSet:
-    """Load one `.npz` file or image folder as the sample set `name` (the images of an `.npz`
-    are extracted into `scratch`, a new temporary folder when None)."""
+    """Load one `.npz` file, image folder or Parquet table as the sample set `name` (the images
+    of an `.npz`, and remote images a table names, go into `scratch`, a new temporary folder
+    when None). `table` names a table's columns (default: images in `image`, nothing else)."""
     if path.is_dir():
         return _load_folder(path, name, preprocess)
-    if path.suffix.lower() == ".npz":
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".parquet"):
+        load = _load_npz if suffix == ".npz" else partial(
+            _load_parquet, table=table or TableSettings(), tracking_uri=tracking_uri
+        )
         if scratch is not None:  # the caller's folder, removed by the caller
-            return _load_npz(path, name, preprocess, scratch)
+            return load(path, name, preprocess, scratch)
         scratch = Path(tempfile.mkdtemp(prefix="auditor-samples-"))
         try:
-            loaded = _load_npz(path, name, preprocess, scratch)
+            loaded = load(path, name, preprocess, scratch)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -127,7 +141,8 @@ def load_sample_set(
     if not path.exists():
         raise SampleError(f"sample file {path} does not exist", "check samples[].uri in the config")
     raise SampleError(
-        f"sample file {path}: unsupported format, expected an .npz file or an image folder",
+        f"sample file {path}: unsupported format, expected an .npz file, a .parquet table or "
+        "an image folder",
         FORMATS_FIX,
     )
 
@@ -150,6 +165,8 @@ def load_samples(
                 name=s.name,
                 preprocess=preprocess,
                 scratch=scratch / f"{i}-arrays",
+                table=TableSettings(s.columns, s.class_names),
+                tracking_uri=tracking_uri,
             )
             for i, s in enumerate(sources)
         ]
@@ -211,6 +228,36 @@ def _concatenate(sets: list[SampleSet]) -> SampleSet:
         groups=[g for s in sets for g in (s.groups or [""] * len(s))] if has_groups else None,
         set_names=[n for s in sets for n in s.set_names],
         class_names=named[0].class_names if named else None,
+    )
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """How to read a table sample set: its columns and the names of its class indices."""
+
+    columns: SampleColumns = field(default_factory=SampleColumns)
+    class_names: list[str] | None = None
+
+
+def _load_parquet(
+    path: Path, name: str, preprocess: Preprocess, scratch: Path, *, table: TableSettings, tracking_uri: str
+) -> SampleSet:
+    read = read_parquet_samples(
+        path,
+        columns=table.columns,
+        class_names=table.class_names,
+        size=preprocess.size,
+        tracking_uri=tracking_uri,
+        scratch=scratch,
+    )
+    n = len(read.labels)
+    return SampleSet(
+        images=read.images,
+        labels=read.labels,
+        ids=read.ids if read.ids is not None else [f"{name}/{i}" for i in range(n)],
+        groups=read.groups,
+        set_names=[name] * n,
+        class_names=table.class_names,
     )
 
 

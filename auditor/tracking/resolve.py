@@ -34,6 +34,7 @@ from auditor.model.onnx import check_runtime_parity, load_onnx, random_input, re
 from auditor.model.onnx.reading import with_input_size
 from auditor.redaction import redact
 from auditor.results import ModelRef
+from auditor.tracking.datasets import fetch_dataset, is_dataset_reference
 
 TRUST_FIX = "set model.trusted: true in the config if you trust the source"
 REMOTE_SCHEMES = (
@@ -172,8 +173,19 @@ def load_model(
 def download_samples(uri: str, *, tracking_uri: str, into: Path) -> Path:
     """Return a local path for a sample file or folder: `runs:/...`, `mlflow-artifacts:/...` and
     `models:/...` are downloaded into the folder `into` (the caller owns and removes it); local
-    paths are returned as is. A server that stops answering during the download is an
+    paths are returned as is; a `dataset:` reference is resolved to its logged dataset's source
+    (`auditor.tracking.datasets`). A server that stops answering during the download is an
     `MlflowUnreachableError`, any other failed download a `SampleError`."""
+    if is_dataset_reference(uri):
+        check_tracking_server(tracking_uri)
+        _bound_http_retries()
+        into.mkdir(parents=True, exist_ok=True)
+        return fetch_dataset(
+            uri,
+            tracking_uri=tracking_uri,
+            into=into,
+            download=lambda source: download_samples(source, tracking_uri=tracking_uri, into=into),
+        )
     local = _local_path(uri)
     if local is not None:
         if not local.exists():
