@@ -1,4 +1,8 @@
-"""The human-readable summary of an audit printed by `auditor audit` and `auditor demo`."""
+"""The human-readable summary of an audit printed by `auditor audit` and `auditor demo`.
+
+It stays readable in an 80-column terminal on layers of hundreds of channels: channel lists
+show their first `SHOWN_CHANNELS` (most relevant first) and say how many more the report holds;
+the findings table names the channels each finding is about."""
 
 from __future__ import annotations
 
@@ -9,9 +13,27 @@ from rich.table import Table
 
 from auditor.config import AuditConfig
 from auditor.redaction import redact
-from auditor.results import AuditOutcome, ConditionMetrics
+from auditor.results import AuditOutcome, ConditionMetrics, Finding
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+#: channels listed in the summary per list; the report and the HTML report hold them all
+SHOWN_CHANNELS = 8
+CLASS_CHANNELS = 4  # per row of the per-class table
+
+
+def channel_list(channels: list[int], shown: int = SHOWN_CHANNELS, labels: list[str] | None = None) -> str:
+    """The first `shown` channels (with their `labels`, if given), comma-separated, then how
+    many more there are."""
+    text = ", ".join(
+        str(c) if labels is None else f"{c} ({label})" for c, label in zip(channels[:shown], labels or channels)
+    )
+    hidden = len(channels) - shown
+    return f"{text} +{hidden} more" if hidden > 0 else text
+
+
+def _finding_channels(finding: Finding) -> str:
+    channels = getattr(finding.evidence, "channels", None)
+    return channel_list(list(channels), CLASS_CHANNELS) if channels else ""
 
 
 def _pct(value: float | None) -> str:
@@ -38,7 +60,12 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
         f"({r.model.uri}) at layer [bold]{r.channels.layer}[/]: {r.n_samples} samples, "
         f"{r.n_labelled} labelled, {r.timings.get('total', 0):.1f} s"
     )
-    console.print(f"top-{r.channels.k} channels ({r.channels.method}): {r.channels.top_k}")
+    top, relevance = r.channels.top_k, r.channels.relevance
+    more = " (all in the report)" if len(top) > SHOWN_CHANNELS else ""
+    console.print(
+        f"top-{r.channels.k} of {len(relevance)} channels ({r.channels.method}, relevance): "
+        f"{channel_list(top, labels=[f'{relevance[c]:.3f}' for c in top])}{more}"
+    )
 
     dropout = Table(title=f"Channel dropout (k = {r.dropout.k})", title_justify="left")
     for column in ("condition", "accuracy", "AP", "flip rate", "logit drop", "margin lost"):
@@ -57,7 +84,8 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
             per_class.add_column(column, justify="left" if column in ("class", "top-k") else "right")
         for c in r.classes:
             per_class.add_row(
-                c.class_name, str(c.n_samples), str(c.top_k), _pct(c.dropout.top_k.margin_drop),
+                c.class_name, str(c.n_samples), channel_list(c.top_k, CLASS_CHANNELS),
+                _pct(c.dropout.top_k.margin_drop),
                 _pct(c.dropout.random_k_mean["margin_drop"]), _pct(c.dropout.bottom_k.margin_drop),
                 *(f"{_pct(s.top_k_activation_drop)} / {_pct(s.top_k_activation_drop - s.collapse)}"
                   for s in c.probe_shifts),
@@ -81,7 +109,11 @@ def print_summary(console: Console, outcome: AuditOutcome, config: AuditConfig) 
             findings.add_column(column)
         for f in r.findings:
             style = SEVERITY_STYLE[f.severity]
-            findings.add_row(f"[{style}]{f.severity}[/]", f.kind + (f" ({f.probe})" if f.probe else ""), f.title)
+            channels = _finding_channels(f)
+            findings.add_row(
+                f"[{style}]{f.severity}[/]", f.kind + (f"\n({f.probe})" if f.probe else ""),
+                f.title + (f"\n[bold]channels[/]: {channels}" if channels else ""),
+            )
         console.print(findings)
     else:
         console.print("[green]No findings[/] at the configured thresholds.")
