@@ -4,6 +4,7 @@ default layer of squeeze-excitation models, and products LRP cannot split refuse
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -11,11 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from auditor.audit.preflight import check_fit
 from auditor.audit.resolve import model_channels
+from auditor.config import AuditConfig
 from auditor.config.analysis import Preprocess
 from auditor.data.samples import normalize
 from auditor.errors import ModelLoadError, RelevanceError
 from auditor.model.graph import ModelGraph
+from auditor.model.onnx import load_onnx
 from auditor.relevance.composites import composite
 from auditor.relevance.lrp import LRP
 from auditor.tracking.resolve import load_model
@@ -193,3 +197,22 @@ def test_batch_one_export_that_cannot_be_generalised_names_the_fix(tmp_path: Pat
         _saved(_FirstRows(), tmp_path, 1)
     assert "exported for batch size 1" in err.value.what
     assert err.value.fix.startswith("log the model with an input_example of 2 or more samples")
+
+
+def test_onnx_export_fixed_at_batch_one_is_named_in_the_preflight(tmp_path: Path) -> None:
+    """A static-batch ONNX export folds `x.size(0)` to 1: two samples fail, one runs; the
+    pre-flight says so rather than suggesting another image size."""
+    torch.manual_seed(0)
+    path = tmp_path / "static.onnx"
+    torch.onnx.export(_ViewFlatten().eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                      opset_version=13, input_names=["x"], output_names=["y"])  # fmt: skip
+    graph = ModelGraph(load_onnx(path))
+    config = AuditConfig.model_validate(
+        {"model": {"uri": str(path)}, "samples": [{"name": "s", "uri": "unused.npz"}]}
+    )
+    config.preprocess = model_channels(config.preprocess, graph.input_shape)
+    samples = SimpleNamespace(images=np.random.default_rng(0).random((4, 3, 8, 8), np.float32))
+    with pytest.raises(ModelLoadError) as err:
+        check_fit(graph, graph.split(graph.default_layer()), samples, config)
+    assert "exported for batch size 1" in err.value.what
+    assert "dynamic batch dimension" in err.value.fix and "preprocess.size" not in err.value.fix

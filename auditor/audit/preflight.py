@@ -18,6 +18,7 @@ from auditor.errors import (
     ConfigError,
     LayerNotAuditableError,
     LayerNotFoundError,
+    ModelLoadError,
     ReportError,
     SampleError,
 )
@@ -109,15 +110,34 @@ def check_fit(
         )
     batch = normalize(torch.from_numpy(samples.images[:2]), config.preprocess)
     try:
-        with torch.no_grad():
-            activation = split.trunk(batch)
-            return activation, split.head(activation)
+        return _forward(split, batch)
     except Exception as err:  # shape errors surface as several exception types
+        if len(batch) > 1 and _runs(split, batch[:1]):
+            raise ModelLoadError(
+                f"model {config.model.uri} runs on one sample but not on a batch of "
+                f"{len(batch)}: it was exported for batch size 1 ({str(err).splitlines()[0]})",
+                "export it with a dynamic batch dimension (torch.onnx.export dynamic_axes, "
+                "or an MLflow input_example of 2 or more samples)",
+            ) from err
         raise SampleError(
             f"samples of size {size} do not fit model {config.model.uri}: "
             f"{str(err).splitlines()[0]}",
             fix,
         ) from err
+
+
+def _forward(split: SplitModel, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        activation = split.trunk(batch)
+        return activation, split.head(activation)
+
+
+def _runs(split: SplitModel, batch: torch.Tensor) -> bool:
+    try:
+        _forward(split, batch)
+    except Exception:  # any failure: the sample does not fit either
+        return False
+    return True
 
 
 def check_labels(samples: SampleSet, n_outputs: int) -> None:
