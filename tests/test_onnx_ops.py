@@ -15,7 +15,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from auditor.errors import ModelLoadError
+from auditor.errors import LayerNotFoundError, ModelLoadError
 from auditor.model.graph import ModelGraph
 from auditor.model.onnx import import_onnx, load_onnx
 
@@ -244,3 +244,17 @@ def test_legacy_exporter_flatten_idiom_imports(tmp_path: Path) -> None:
     split = graph.split("features")
     with torch.no_grad():
         torch.testing.assert_close(split.head(split.trunk(x)), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_pool_of_the_unnamed_input_is_refused_with_the_fix() -> None:
+    """Scoped names elsewhere, but nothing named between the input and the pool: no block to
+    name (was `IndexError: tuple index out of range`)."""
+    nodes = [
+        make("GlobalAveragePool", ["x"], ["p"], name="/pool/GlobalAveragePool"),
+        make("Flatten", ["p"], ["f"], name="/Flatten"),
+        make("Conv", ["p", "w"], ["c"], name="/head/conv/Conv"),
+        make("Flatten", ["c"], ["y"], name="/head/Flatten"),
+    ]
+    graph = ModelGraph(import_onnx(_model(nodes, [_weight("w", (3, 4, 1, 1))], 2)))
+    with pytest.raises(LayerNotFoundError, match="cannot name the last convolutional block"):
+        graph.default_layer()

@@ -177,9 +177,9 @@ class ModelGraph:
                 "name the audited layer in the config (model.layer)",
             )
         node = (pools or flattens)[0].args[0]
-        while isinstance(node, fx.Node) and not module_paths(node):
+        while isinstance(node, fx.Node) and node.op == "call_function" and not module_paths(node):
             node = node.args[0]
-        for path in module_paths(node):
+        for path in module_paths(node) if isinstance(node, fx.Node) else []:
             if self._last_node[path] is node:
                 return path
         raise LayerNotFoundError(
