@@ -18,6 +18,8 @@ from torch import nn
 from auditor.errors import LayerNotFoundError, ModelLoadError
 from auditor.model.graph import ModelGraph
 from auditor.model.onnx import import_onnx, load_onnx
+from auditor.relevance.composites import composite
+from auditor.relevance.lrp import LRP
 
 torch.set_num_threads(1)
 make = helper.make_node
@@ -258,3 +260,32 @@ def test_a_pool_of_the_unnamed_input_is_refused_with_the_fix() -> None:
     graph = ModelGraph(import_onnx(_model(nodes, [_weight("w", (3, 4, 1, 1))], 2)))
     with pytest.raises(LayerNotFoundError, match="cannot name the last convolutional block"):
         graph.default_layer()
+
+
+class _GeluHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def test_erf_gelu_of_the_legacy_exporter_becomes_one_activation_lrp_explains(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _GeluHead().eval()
+    path = tmp_path / "gelu.onnx"
+    torch.onnx.export(model, (torch.zeros(2, 3, 6, 6),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    assert "Erf" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    gm = load_onnx(path)
+    targets = {n.target for n in gm.graph.nodes}
+    assert torch.ops.aten.gelu.default in targets and torch.ops.aten.erf.default not in targets
+    x = torch.randn(3, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x), atol=1e-5, rtol=1e-5)
+    relevance = LRP(ModelGraph(gm).gm, composite("epsilon")).attribute(x)  # binds: no product left
+    assert relevance.shape == x.shape
+    hand_built = {n.target for n in import_onnx(CASES["Gelu_erf_idiom"]()).graph.nodes}
+    assert torch.ops.aten.gelu.default in hand_built

@@ -11,6 +11,7 @@ from torch import fx, nn
 
 from auditor.errors import ModelLoadError
 from auditor.model.graph import INPUT_SHAPE
+from auditor.model.onnx.fusion import fuse_erf_gelu
 from auditor.model.onnx.module_paths import has_scopes, onnx_module_paths
 from auditor.model.onnx.reading import (
     ONNX_DOMAINS,
@@ -69,7 +70,7 @@ class Translator:
         placeholder = self.graph.placeholder(identifier(value.name))
         placeholder.meta[INPUT_SHAPE] = tuple(declared_shape(value)[1:])
         self.values[value.name] = placeholder
-        for node in self.model.graph.node:
+        for node in fuse_erf_gelu(self.model):
             self._convert(node)
         result = self._value(outputs[0].name)
         if not isinstance(result, fx.Node):
