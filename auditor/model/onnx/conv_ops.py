@@ -38,6 +38,8 @@ def average_pool(t: Translator, ins: list, attrs: dict[str, Any]) -> Value:
     if any(d != 1 for d in attrs.get("dilations", [1, 1])):
         raise t.unsupported("a dilated AveragePool")
     stride = attrs.get("strides", [1, 1])
+    if list(kernel) == [1, 1] and list(stride) == [1, 1] and not any(attrs.get("pads", [0])):
+        return ins[0]  # the identity: an adaptive pooling to the map's own size, as exported
     include_pad = bool(attrs.get("count_include_pad", 0))
     fill = 0.0 if include_pad else None
     x, padding = _pad(t, ins[0], attrs, kernel, stride, [1, 1], fill=fill)
