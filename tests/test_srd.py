@@ -3,6 +3,7 @@ conservation, the residual decomposition, batch independence, errors."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -301,6 +302,12 @@ class Scaled(nn.Module):
         return self.fc((torch.relu(self.conv(x)) * 2.0).mean(dim=(2, 3)))
 
 
+class Squared(Scaled):
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc((h * h).mean(dim=(2, 3)))
+
+
 class Offset(Scaled):
     def __init__(self):
         super().__init__()
@@ -310,10 +317,31 @@ class Offset(Scaled):
         return self.fc((self.conv(x) + self.offset).relu().mean(dim=(2, 3)))
 
 
+def test_a_product_with_a_constant_is_a_scale():
+    """`2 * relu(z)` is a bias-free linear map of each PFV: one contributor, ratio 1 [Han2024,
+    eq. 6], so the map equals the unscaled model's times the logit's scale."""
+    x = _inputs(2, 6)
+    scaled = Scaled().eval()
+    plain = copy.deepcopy(scaled)
+    plain.fc.weight.data *= 2.0
+    torch.testing.assert_close(
+        SRD(_graph(scaled, x)).attribute(x), SRD(_graph(_Unscaled(plain), x)).attribute(x)
+    )
+
+
+class _Unscaled(nn.Module):
+    def __init__(self, scaled: Scaled):
+        super().__init__()
+        self.conv, self.fc = scaled.conv, scaled.fc
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
 def test_unsupported_operations_head_layers_and_options_are_named_in_the_error():
     x = _inputs(2, 6)
     with pytest.raises(RelevanceError, match="aten.mul.Tensor"):
-        SRD(_graph(Scaled(), x)).attribute(x)
+        SRD(_graph(Squared(), x))  # a product of two encoder tensors, neither a gate
     with pytest.raises(RelevanceError, match="aten.add.Tensor with a constant operand"):
         SRD(_graph(Offset(), x)).attribute(x)
     with pytest.raises(RelevanceError, match="SRD takes no options, got composite"):

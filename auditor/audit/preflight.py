@@ -23,6 +23,7 @@ from auditor.errors import (
     SampleError,
 )
 from auditor.model.graph import ModelGraph, SplitModel
+from auditor.relevance import LRP, composite
 
 LAYER_FIX = "choose a convolutional block, see `auditor layers`"
 
@@ -40,6 +41,18 @@ def check_inputs(graph: ModelGraph, split: SplitModel, samples: SampleSet, confi
         )
     top_k_size(shape[1], config)
     check_labels(samples, logits.shape[1])
+    check_relevance(split, config)
+
+
+def check_relevance(split: SplitModel, config: AuditConfig) -> None:
+    """LRP binds a rule to every operation it propagates through: the head above the audited
+    layer (channel relevance) and, for the channel galleries' heatmaps, the trunk below it. An
+    operation without a rule is a `RelevanceError` naming it, its node and its module path, in
+    seconds rather than after the first pass."""
+    rules = composite(config.relevance.composite, config.relevance.epsilon)
+    LRP(split.head, rules)
+    if config.gallery.enabled:
+        LRP(split.trunk, rules)
 
 
 def top_k_size(n_channels: int, config: AuditConfig) -> int:

@@ -15,10 +15,13 @@ programs, imported ONNX graphs) before any rule binds:
   changes the operations layer search and the rules see. The rewrite is exact when the
   mutated tensor is nobody's view and no view of it is read after the mutation (a mutation
   would then reach another tensor); otherwise the graph is refused with the node named;
-* an eval-mode dropout (any of `EVAL_DROPOUT_OPS` with `train=False`) is the identity and is
-  removed;
-* decomposed BatchNorm becomes `aten.batch_norm` (inference), so `fold_batchnorm` and the
-  rules see one BatchNorm form.
+* an eval-mode dropout (any of `EVAL_DROPOUT_OPS` with `train=False`, in place or not) is the
+  identity and is removed first: it mutates nothing, even when its input is a view
+  (EfficientNet's `Dropout(inplace=True)` after `flatten`);
+* decomposed BatchNorm and LayerNorm become `aten.batch_norm` (inference) and
+  `aten.layer_norm`, so `fold_batchnorm` and the rules see one form of each;
+* `x * sigmoid(x)` (SiLU as the ONNX exporter writes it) becomes `aten.silu(x)`, so SiLU is an
+  activation whatever the artefact, not a product gated by a sigmoid.
 
 Each rewritten node keeps its metadata (module path in `nn_module_stack`), so layers keep
 their names.
@@ -32,7 +35,12 @@ import torch
 from torch import fx
 
 from auditor.errors import ModelLoadError
-from auditor.model.ops import ALIASING_OPS, DECOMPOSED_BATCH_NORM_OPS, EVAL_DROPOUT_OPS
+from auditor.model.ops import (
+    ALIASING_OPS,
+    DECOMPOSED_BATCH_NORM_OPS,
+    DECOMPOSED_LAYER_NORM_OPS,
+    EVAL_DROPOUT_OPS,
+)
 
 aten = torch.ops.aten
 
@@ -43,13 +51,18 @@ def canonicalise(gm: fx.GraphModule) -> fx.GraphModule:
         if node.op != "call_function":
             continue
         functional = _functional(node.target)
-        if functional is not None:
-            _functionalise(gm.graph, node, functional)
-        if node.target in EVAL_DROPOUT_OPS and not _dropout_training(node):
+        if (functional or node.target) in EVAL_DROPOUT_OPS and not _dropout_training(node):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
-        elif node.target in DECOMPOSED_BATCH_NORM_OPS:
+            continue
+        if functional is not None:
+            _functionalise(gm.graph, node, functional)
+        if node.target in DECOMPOSED_BATCH_NORM_OPS:
             _recompose_batch_norm(gm.graph, node)
+        elif node.target in DECOMPOSED_LAYER_NORM_OPS:
+            _recompose_layer_norm(gm.graph, node)
+        elif node.target is aten.mul.Tensor:
+            _recompose_silu(gm.graph, node)
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -118,3 +131,29 @@ def _recompose_batch_norm(graph: fx.Graph, node: fx.Node) -> None:
         item.replace_all_uses_with(bn)
         graph.erase_node(item)
     graph.erase_node(node)
+
+
+def _recompose_layer_norm(graph: fx.Graph, node: fx.Node) -> None:
+    """`getitem(native_layer_norm(x, shape, w, b, eps), 0)` -> `layer_norm(x, shape, w, b,
+    eps)`; left as is when the mean or the inverse deviation (items 1, 2) is read."""
+    items = list(node.users)
+    if not all(u.target is operator.getitem and u.args[1] == 0 for u in items):
+        return
+    with graph.inserting_before(node):
+        ln = graph.call_function(aten.layer_norm.default, tuple(node.args))
+    ln.meta = {**node.meta, **(items[0].meta if items else {})}
+    for item in items:
+        item.replace_all_uses_with(ln)
+        graph.erase_node(item)
+    graph.erase_node(node)
+
+
+def _recompose_silu(graph: fx.Graph, node: fx.Node) -> None:
+    """`mul(x, sigmoid(x))` (either order) -> `silu(x)`."""
+    a, b = node.args[:2]
+    for x, gate in ((a, b), (b, a)):
+        if isinstance(gate, fx.Node) and gate.target is aten.sigmoid.default and gate.args[0] is x:
+            node.target, node.args = aten.silu.default, (x,)
+            if not gate.users:
+                graph.erase_node(gate)
+            return

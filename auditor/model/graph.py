@@ -24,9 +24,12 @@ from auditor.model.canonical import canonicalise
 from auditor.model.ops import (
     BATCH_NORM_OPS,
     CONV_OPS,
+    GATE_OPS,
     GLOBAL_POOL_OPS,
+    MOVE_OPS,
     PRODUCT_OPS,
     RESHAPE_OPS,
+    SHAPE_OPS,
 )
 from auditor.model.outputs import Outputs, audited_scores
 
@@ -61,6 +64,51 @@ def input_dependent(gm: fx.GraphModule) -> list[fx.Node]:
         if node.op == "placeholder" or any(a in dependent for a in node.all_input_nodes):
             dependent.add(node)
     return [n for n in gm.graph.nodes if n in dependent and n.op == "call_function"]
+
+
+def separates(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether every path of values from the graph's input to its output passes through `node`
+    (a shape read, `sym_size`, carries no value: `view(mean(x), [sym_size(x, 0), -1])` is
+    separated by the mean)."""
+    seen: set[fx.Node] = set()
+    stack = [n for n in gm.graph.nodes if n.op == "placeholder" and n is not node]
+    while stack:
+        current = stack.pop()
+        if current.op == "output":
+            return False
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(u for u in current.users if u is not node and u.target not in SHAPE_OPS)
+    return True
+
+
+def head_start(gm: fx.GraphModule, targets: frozenset) -> fx.Node | None:
+    """The first operation of `targets` (global pooling, flatten) that separates the input from
+    the logits: where the classifier head begins. A pooling inside a block, such as the
+    squeeze of a squeeze-excitation gate, is bypassed by the block's signal and is skipped."""
+    return next(
+        (
+            n for n in gm.graph.nodes
+            if n.op == "call_function" and n.target in targets and separates(gm, n)
+        ),
+        None,
+    )  # fmt: skip
+
+
+def is_gate(arg: object) -> bool:
+    """Whether a product operand was computed by a gating function (`GATE_OPS`: sigmoid,
+    hardsigmoid, softmax), through view and reshape operations."""
+    while isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in MOVE_OPS:
+        arg = arg.args[0]
+    return isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in GATE_OPS
+
+
+def gate_operand(node: fx.Node) -> int | None:
+    """The position (0 or 1) of the gate of product `node` when exactly one operand is a gate
+    (`x * sigmoid(g)`), else None."""
+    gates = [i for i in (0, 1) if i < len(node.args) and is_gate(node.args[i])]
+    return gates[0] if len(gates) == 1 else None
 
 
 def _freeze(gm: fx.GraphModule) -> fx.GraphModule:
@@ -161,7 +209,9 @@ class ModelGraph:
         except KeyError:
             close = difflib.get_close_matches(layer, self._last_node, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see `auditor layers`"
-            raise LayerNotFoundError(f"layer '{layer}' is not a module of the model", hint) from None
+            raise LayerNotFoundError(
+                f"layer '{layer}' is not a module of the model", hint
+            ) from None
 
     def default_layer(self) -> str:
         """The output of the last feature block: the outermost module whose output is the

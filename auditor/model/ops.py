@@ -71,6 +71,14 @@ DECOMPOSED_BATCH_NORM_OPS = frozenset(
 """Decomposed BatchNorm (`run_decompositions`): a tuple whose item 0 is the normalised tensor;
 canonicalisation rewrites it to `aten.batch_norm`."""
 
+LAYER_NORM_OPS = frozenset({aten.layer_norm.default})
+"""LayerNorm in the form every graph is canonicalised to (ConvNeXt normalises the channels of a
+channels-last map): LRP's LN rule, the deviation held constant [Ali2022]."""
+
+DECOMPOSED_LAYER_NORM_OPS = frozenset({aten.native_layer_norm.default})
+"""Decomposed LayerNorm: a tuple whose item 0 is the normalised tensor; canonicalisation
+rewrites it to `aten.layer_norm`."""
+
 HEAD_START_OPS = GLOBAL_POOL_OPS | RESHAPE_OPS
 """Operations whose input is the encoder output (SRD's start of the classifier head)."""
 
@@ -94,7 +102,8 @@ SOFTMAX_OPS = frozenset({aten.softmax.int, aten._softmax.default})
 """Shape-preserving normalisations that pass relevance unchanged, like an activation."""
 
 GATE_OPS = SOFTMAX_OPS | {aten.sigmoid.default, aten.hardsigmoid.default}
-"""Operations whose output gates a product: the operand LRP holds constant."""
+"""Operations whose output gates a product (squeeze-excitation's sigmoid / hardsigmoid,
+attention's softmax): the operand LRP and SRD hold constant [Ali2022, Achtibat2024]."""
 
 RELU_OPS = frozenset({aten.relu.default})
 """ReLU (in-place ReLU is canonicalised to it): APOP records and replaces it, guided
@@ -105,12 +114,15 @@ ACTIVATION_OPS = RELU_OPS | {
     aten.silu.default, aten.hardswish.default, aten.hardtanh.default, aten.elu.default,
     aten.hardsigmoid.default,
 }  # fmt: skip
-"""Elementwise activations: relevance passes them unchanged (LRP), SRD relies on them being
-pointwise."""
+"""Elementwise activations: relevance passes them unchanged (LRP's identity rule for SiLU,
+GELU, hardswish and the others [Achtibat2024]), SRD relies on them being pointwise."""
 
 POINTWISE_OPS = ACTIVATION_OPS | BATCH_NORM_OPS | {aten.neg.default}
 """Operations that map each unit to the unit at the same position: they keep its receptive
 field."""
+
+SHAPE_OPS = frozenset({aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int})
+"""Reads of a tensor's shape (the batch size of a dynamic graph): no value flows through them."""
 
 MAX_POOL_OPS = frozenset({aten.max_pool2d.default, aten.max_pool2d_with_indices.default})
 """Max pooling, with and without its indices: winner takes all."""
@@ -131,6 +143,6 @@ contraction (SRD eq. 12, 13)."""
 
 LRP_RULE_OPS = (
     WEIGHTED_OPS | REDISTRIBUTED_OPS | SUM_OPS | PRODUCT_OPS | ACTIVATION_OPS | SOFTMAX_OPS
-    | ROUTED_OPS
+    | ROUTED_OPS | LAYER_NORM_OPS
 )  # fmt: skip
 """Every operation LRP binds a rule to; an input-dependent operation outside it is refused."""

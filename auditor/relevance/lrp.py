@@ -17,7 +17,11 @@ flows along the graph as the gradient does [Montavon2019]):
   softmax, the divisor, or the left factor `A` of `A @ V`) is held constant and the signal
   gets all relevance by the epsilon rule; a product with a constant passes relevance through;
 * max pooling: winner takes all (its gradient);
-* elementwise activations (and softmax): relevance passes unchanged;
+* elementwise activations (SiLU, GELU, hardswish, ... and softmax): relevance passes
+  unchanged, the identity rule of [Achtibat2024]; squeeze-excitation's `x * sigmoid(g)` and
+  `x * hardsigmoid(g)` are gated products (above), the gate held constant [Ali2022];
+* LayerNorm: the LN rule of [Ali2022], the deviation held constant so the layer is linear
+  (centring, scale, bias), by the epsilon rule;
 * views, reshapes, copies, concatenation, slicing: their gradient (a permutation of relevance;
   eval-mode dropout and in-place forms are gone from the canonical graph, `model.canonical`);
 * an operation whose inputs do not depend on the explained input: a constant, computed as is.
@@ -41,13 +45,13 @@ from auditor.model.graph import (
     ModelGraph,
     describe_node,
     fold_batchnorm,
+    gate_operand,
     input_dependent,
 )
 from auditor.model.ops import (
     ACTIVATION_OPS,
-    GATE_OPS,
+    LAYER_NORM_OPS,
     LRP_RULE_OPS,
-    MOVE_OPS,
     PRODUCT_OPS,
     REDISTRIBUTED_OPS,
     ROUTED_OPS,
@@ -58,7 +62,8 @@ from auditor.model.ops import (
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
 from auditor.relevance.composites import Composite
 from auditor.relevance.composites import composite as build_composite
-from auditor.relevance.rules import Bound, pass_relevance, redistribute
+from auditor.relevance.families import LRP_FAMILIES, supported_families
+from auditor.relevance.rules import Bound, layer_norm, pass_relevance, redistribute
 
 aten = torch.ops.aten
 
@@ -109,13 +114,6 @@ def _dependent(value: Any) -> bool:
     return any(t.requires_grad for t in _tensors(value))
 
 
-def _is_gate(arg: Any) -> bool:
-    """Whether a product operand was computed by a gating function (through reshapes)."""
-    while isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in MOVE_OPS:
-        arg = arg.args[0]
-    return isinstance(arg, fx.Node) and arg.op == "call_function" and arg.target in GATE_OPS
-
-
 def _signal(node: fx.Node, target, args: tuple) -> int:
     """Index of the operand of a product that receives all relevance [Arras2017]."""
     if target is aten.div.Tensor:
@@ -123,9 +121,9 @@ def _signal(node: fx.Node, target, args: tuple) -> int:
     dependent = [i for i in (0, 1) if _dependent(args[i])]
     if len(dependent) == 1:
         return dependent[0]
-    gates = [i for i in (0, 1) if _is_gate(node.args[i])]
-    if len(gates) == 1:
-        return 1 - gates[0]
+    gate = gate_operand(node)
+    if gate is not None:
+        return 1 - gate
     if target is not aten.mul.Tensor:
         return 1  # A @ V: the weights A on the left, the signal V on the right
     raise _no_gate(node)
@@ -200,6 +198,8 @@ class _RelevanceInterpreter(fx.Interpreter):
             )
         if target in PRODUCT_OPS:
             return _redistribute(target, args, kwargs, [_signal(self.node, target, args)], eps)
+        if target in LAYER_NORM_OPS:
+            return layer_norm(*args[:5], epsilon=eps)
         if target in ACTIVATION_OPS or target in SOFTMAX_OPS:
             first, *rest = args
             return pass_relevance(lambda t: target(t, *rest, **kwargs), first)
@@ -209,7 +209,7 @@ class _RelevanceInterpreter(fx.Interpreter):
 def _no_rule(node: fx.Node) -> RelevanceError:
     return RelevanceError(
         f"LRP has no rule for {describe_node(node)}",
-        "audit a layer above it, or open an issue with the model's architecture",
+        f"audit a layer above it; {supported_families('LRP', LRP_FAMILIES)}",
     )
 
 

@@ -99,6 +99,32 @@ def redistribute(op: Op, inputs: Sequence[torch.Tensor], epsilon: float) -> torc
     return propagate([Term(op, tuple(inputs), tuple(range(len(inputs))))], epsilon, inputs)
 
 
+def layer_norm(
+    x: torch.Tensor,
+    normalized_shape: Sequence[int],
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    epsilon: float,
+) -> torch.Tensor:
+    """The LN rule of [Ali2022]: `y = w (x - E[x]) / [sqrt(eps + Var[x])] + b` with the
+    deviation `[...]` held constant, so that `y` is linear in `x` (centring, then a per-position
+    scale and the affine map); relevance by the epsilon rule over that linear map,
+    `R_x = x * J^T (R / stab(y))`. Without bias it conserves: the centred values sum to the
+    numerators. Its value is LayerNorm's."""
+    dims = tuple(range(-len(normalized_shape), 0))
+    deviation = torch.sqrt(x.detach().var(dims, unbiased=False, keepdim=True) + eps)
+
+    def linear(a: torch.Tensor) -> torch.Tensor:
+        y = (a - a.mean(dims, keepdim=True)) / deviation
+        if weight is not None:
+            y = y * weight
+        return y if bias is None else y + bias
+
+    return redistribute(linear, [x], epsilon)
+
+
 class _PassRelevance(torch.autograd.Function):
     """An elementwise activation hands its output relevance to its input unchanged."""
 

@@ -15,6 +15,10 @@ The rules bind to aten operations of the graph (BatchNorm folded into its convol
   inference BatchNorm is the same with a pointwise window (appendix B);
 * max pooling: the indicator of eq. 12, i.e. its gradient; average pooling, reshapes: their
   gradient (exact, bias-free linear maps); consecutive affine maps compose (eq. 13);
+* a product with a tensor outside the encoder: a constant (ConvNeXt's layer scale) or a gate
+  (squeeze-excitation's `x * sigmoid(g)`, `x * hardsigmoid(g)`), held constant as LRP holds
+  gates [Ali2022]: a per-channel scale of each PFV, bias-free and linear, so its gradient; the
+  gate's branch is not part of the encoder and receives no relevance;
 * residual addition: the summed PFV `v_j = u_j + u'_j` is one affine function of the PFVs of
   both branches' inputs (eq. 1 sums the ERFs of layers connected in parallel). Each branch's
   contribution vector `u_j` holds the share `<u_j, v_j> / ||v_j||^2`, and is decomposed
@@ -51,15 +55,24 @@ import torch.autograd.forward_ad as fwAD
 from torch import fx
 
 from auditor.errors import RelevanceError
-from auditor.model.graph import ModelGraph, describe_node, fold_batchnorm, input_dependent
+from auditor.model.graph import (
+    ModelGraph,
+    describe_node,
+    fold_batchnorm,
+    gate_operand,
+    head_start,
+    input_dependent,
+)
 from auditor.model.ops import (
     ACTIVATION_OPS,
     BATCH_NORM_OPS,
     BIAS_FREE_LINEAR_OPS,
     CONV_OPS,
     HEAD_START_OPS,
+    PRODUCT_OPS,
 )
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
+from auditor.relevance.families import SRD_FAMILIES, supported_families
 from auditor.relevance.srd_ratios import (
     POINTWISE,
     Window,
@@ -169,9 +182,19 @@ def _bind(
     if target in ACTIVATION_OPS:
         first, *rest = args
         return _Activation.apply(first, lambda t: target(t, *rest, **kwargs))
+    if target in PRODUCT_OPS and _has_rule(node, encoder):
+        held = [
+            a.detach() if isinstance(a, torch.Tensor) and i not in _encoder_operands(node, encoder) else a
+            for i, a in enumerate(args)
+        ]  # fmt: skip
+        return target(*held, **kwargs)
     if _has_rule(node, encoder):
         return target(*args, **kwargs)
     raise _no_rule(node)
+
+
+def _encoder_operands(node: fx.Node, encoder: frozenset[fx.Node]) -> list[int]:
+    return [i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and a in encoder]
 
 
 def _has_rule(node: fx.Node, encoder: frozenset[fx.Node]) -> bool:
@@ -181,15 +204,15 @@ def _has_rule(node: fx.Node, encoder: frozenset[fx.Node]) -> bool:
     if target in CONV_OPS or target in BATCH_NORM_OPS or target in ACTIVATION_OPS:
         return True
     encoder_sum = target is aten.add.Tensor and all(a in encoder for a in node.args[:2])
-    return target in BIAS_FREE_LINEAR_OPS or encoder_sum
+    scaled = target is aten.mul.Tensor and len(_encoder_operands(node, encoder)) == 1
+    return target in BIAS_FREE_LINEAR_OPS or encoder_sum or scaled
 
 
 def _no_rule(node: fx.Node) -> RelevanceError:
     what = " with a constant operand" if node.target is aten.add.Tensor else ""
     return RelevanceError(
         f"SRD has no rule for {describe_node(node, what)}",
-        "audit a model whose encoder uses convolution, batch norm, activations, pooling and "
-        "residual additions",
+        "use lrp; " + supported_families("SRD", SRD_FAMILIES),
     )
 
 
@@ -223,12 +246,10 @@ class _SRDInterpreter(fx.Interpreter):
 
 
 def _encoder(gm: fx.GraphModule) -> tuple[fx.Node, frozenset[fx.Node]]:
-    """The encoder output (input of the first global pooling / flatten) and the operations
-    between the input and it (its ancestors that depend on the input; the others are
-    constants)."""
-    start = next(
-        (n for n in gm.graph.nodes if n.op == "call_function" and n.target in HEAD_START_OPS), None
-    )
+    """The encoder output (input of the first global pooling / flatten that separates the input
+    from the logits) and the operations between the input and it (its ancestors that depend
+    on the input, reached other than through a gate of a product; the others are constants)."""
+    start = head_start(gm, HEAD_START_OPS)
     if start is None or not isinstance(start.args[0], fx.Node):
         raise RelevanceError(
             "SRD needs a convolutional encoder followed by global pooling or a flatten",
@@ -242,7 +263,10 @@ def _encoder(gm: fx.GraphModule) -> tuple[fx.Node, frozenset[fx.Node]]:
         node = stack.pop()
         if node not in ancestors:
             ancestors.add(node)
-            stack.extend(node.all_input_nodes)
+            gate = gate_operand(node) if node.target in PRODUCT_OPS else None
+            stack.extend(
+                a for a in node.all_input_nodes if gate is None or a is not node.args[gate]
+            )
     return output, frozenset(ancestors & dependent)
 
 
