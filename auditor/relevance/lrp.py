@@ -47,6 +47,7 @@ from auditor.model.graph import (
     fold_batchnorm,
     gate_operand,
     input_dependent,
+    is_gate,
 )
 from auditor.model.ops import (
     ACTIVATION_OPS,
@@ -137,7 +138,7 @@ def _undecided_products(dependent: list[fx.Node]) -> list[fx.Node]:
         n for n in dependent
         if n.target is aten.mul.Tensor
         and all(a in inputs for a in n.args[:2])
-        and sum(_is_gate(a) for a in n.args[:2]) != 1
+        and sum(is_gate(a) for a in n.args[:2]) != 1
     ]  # fmt: skip
 
 
