@@ -80,6 +80,14 @@ FINDING_KINDS: Registry[FindingKind] = Registry(
 )
 
 
+def _without_none(out: dict[str, Any], name: str) -> dict[str, Any]:
+    """A serialised evidence without its optional part `name` where the audit did not measure
+    it (None)."""
+    if out.get(name) is None:
+        out.pop(name, None)
+    return out
+
+
 class ProbeSensitivityEvidence(FindingEvidence):
     """Predictions under a probe against a neutral perturbation of the same size (`threshold`:
     the configured `probe_excess_flip`); accuracies need labels (None without)."""
@@ -123,10 +131,7 @@ class DropoutEffect(FindingEvidence):
 
     @model_serializer(mode="wrap")
     def _without_untested(self, handler: Any) -> dict[str, Any]:
-        out = handler(self)
-        if out.get("statistics") is None:
-            out.pop("statistics", None)
-        return out
+        return _without_none(handler(self), "statistics")
 
 
 class ChannelThresholds(FindingEvidence):
@@ -136,10 +141,32 @@ class ChannelThresholds(FindingEvidence):
     activation_collapse: float
 
 
+class CounterfactualEvidence(FindingEvidence):
+    """The cue transplanted into `n_recipients` samples predicted as other classes
+    (`auditor.checks.counterfactual`): the share whose prediction moves to the finding's class
+    (`flip_rate`) against a `control` transplant ("random_region": the same donor's region of
+    the same size elsewhere; "same_class_donor": the transplant from a donor of the recipient's
+    class), the discordant pairs, McNemar's one-sided exact `p_value` and `confirmed`
+    (`p_value <= alpha`)."""
+
+    n_recipients: int
+    flip_rate: float
+    control_flip_rate: float
+    control: Literal["random_region", "same_class_donor"]
+    cue_only: int
+    control_only: int
+    p_value: float
+    alpha: float
+    confirmed: bool
+    recipients: list[str]
+    donors: list[str]
+
+
 class SpuriousChannelsEvidence(FindingEvidence):
     """The validated top-k `channels` of `layer` for the samples predicted as one class, their
     dropout effect, and their activation drop under the probe against random channel sets
-    (`activation_collapse` = top-k drop minus the random-k mean drop)."""
+    (`activation_collapse` = top-k drop minus the random-k mean drop); `counterfactual`, where
+    the audit transplanted the cue (left out of the JSON otherwise)."""
 
     layer: str
     class_index: int
@@ -152,6 +179,11 @@ class SpuriousChannelsEvidence(FindingEvidence):
     random_k_activation_drops: list[float]
     activation_collapse: float
     thresholds: ChannelThresholds
+    counterfactual: CounterfactualEvidence | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_untested(self, handler: Any) -> dict[str, Any]:
+        return _without_none(handler(self), "counterfactual")
 
 
 class DriftSampleCounts(FindingEvidence):

@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from auditor.evidence import (
+    CounterfactualEvidence,
     ExplanationDriftEvidence,
     FindingEvidence,
     NovelClusterEvidence,
@@ -122,10 +123,33 @@ def channel_gallery(gallery: GalleryResult | None, channels: list[int]) -> None:
         )
 
 
+CONTROLS = {
+    "random_region": "the same donor's region of the same size elsewhere",
+    "same_class_donor": "the transplant from a donor of the recipient's own class",
+}
+
+
+def counterfactual(evidence: CounterfactualEvidence, class_name: str) -> None:
+    """The cue transplanted into samples of other classes: flip rate against its control."""
+    columns = st.columns(3)
+    columns[0].metric(f"cue transplanted: moved to '{literal(class_name)}'", f"{evidence.flip_rate:.0%}",
+                      f"{evidence.n_recipients} recipients", delta_color="off")
+    columns[1].metric("control", f"{evidence.control_flip_rate:.0%}",
+                      CONTROLS[evidence.control], delta_color="off")
+    columns[2].metric("McNemar p", f"{evidence.p_value:.2g}",
+                      "confirmed" if evidence.confirmed else "not confirmed", delta_color="off")
+    st.caption(literal(
+        f"{evidence.cue_only} recipients moved by the cue only, {evidence.control_only} by the "
+        f"control only; confirmed at p <= {evidence.alpha:g}"
+    ))
+
+
 @FINDING_RENDERERS.register("spurious_channels")
 def spurious_channels(
     finding: FindingRow, evidence: SpuriousChannelsEvidence, context: FindingContext
 ) -> None:
+    if evidence.counterfactual is not None:
+        counterfactual(evidence.counterfactual, evidence.class_name)
     left, right = st.columns(2)
     with left:
         dropout_evidence(evidence, context)

@@ -326,6 +326,11 @@ def test_pages_render_over_100_audits_and_10000_samples(synthetic, monkeypatch, 
 
 
 INJECTED = "![x](http://tracker.example/track?id=1)"
+COUNTERFACTUAL = {
+    "n_recipients": 32, "flip_rate": 0.94, "control_flip_rate": 0.03, "control": "random_region",
+    "cue_only": 29, "control_only": 0, "p_value": 1.9e-9, "alpha": 0.01, "confirmed": True,
+    "recipients": ["s1", "s2"], "donors": ["s50", "s51"],
+}  # fmt: skip
 
 
 def seed_injection(url: str, artifacts_dir: Path) -> int:
@@ -349,7 +354,8 @@ def seed_injection(url: str, artifacts_dir: Path) -> int:
                 reviews=[ReviewRow(status="needs_data", reviewer=INJECTED, comment=INJECTED)],
             )
             for kind, changes in (
-                ("spurious_channels", {"channels": [1], "class_name": INJECTED}),
+                ("spurious_channels", {"channels": [1], "class_name": INJECTED,
+                                       "counterfactual": COUNTERFACTUAL}),
                 ("probe_sensitivity", {}),
                 ("novel_cluster", {"members": [INJECTED, "new-1"]}),
             )
@@ -374,12 +380,16 @@ def seed_injection(url: str, artifacts_dir: Path) -> int:
     return audit_id
 
 
-def test_novel_cluster_shows_its_null_and_nearest_reference(tmp_path, monkeypatch, loopback):
+def test_novel_cluster_and_counterfactual_show_their_nulls(tmp_path, monkeypatch, loopback):
     url = f"sqlite:///{tmp_path / 'auditor.db'}"
     audit_id = seed_injection(url, tmp_path / "artefacts")
     monkeypatch.setenv("AUDITOR_DB_URL", url)
     app = open_page("views/audit.py", audit=audit_id)
     metrics = {m.label: (m.value, m.proto.delta) for m in app.metric}
+    moved = f"cue transplanted: moved to '{literal(INJECTED)}'"
+    assert metrics[moved] == ("94%", "32 recipients")
+    assert metrics["control"] == ("3%", "the same donor's region of the same size elsewhere")
+    assert metrics["McNemar p"] == ("1.9e-09", "confirmed")
     assert metrics["reference share"] == ("0.11", "all samples 0.50")
     assert metrics["distance ratio"] == ("2.10", "p = 0.005")
     assert metrics["confidence"] == ("75%", "reference 97%")

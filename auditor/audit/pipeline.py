@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from auditor.artefacts.folder import writing_into
+from auditor.audit.counterfactual_stage import counterfactual_stage
 from auditor.audit.gallery_stage import channel_galleries, gallery_channel_sets
 from auditor.audit.resolve import AuditInputs, StageTimer, resolve_inputs
 from auditor.audit.stages import (
@@ -75,6 +76,11 @@ def _checks(
     with timer.stage("classes"):
         classes = class_stage(samples, base, plan, dropout, probes, config)
     findings = finding_stage(plan, dropout, probes, classes, config)
+    with timer.stage("counterfactual"):
+        findings = counterfactual_stage(
+            runner, base, {run.result.name: run.probe for run in probes}, findings,
+            samples.ids, config.counterfactual,
+        )  # fmt: skip
     subclasses = gallery = None
     if artifact_dir is not None and config.subclasses.enabled:
         with timer.stage("subclasses"), writing_into(artifact_dir):

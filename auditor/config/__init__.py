@@ -14,6 +14,7 @@ from auditor.config.analysis import (
     RelevanceSettings,
 )
 from auditor.config.audit import AuditConfig, load_config
+from auditor.config.counterfactual import CounterfactualSettings
 from auditor.config.drift import DriftSettings, DriftThresholds
 from auditor.config.executor import ExecutorSettings
 from auditor.config.gallery import GallerySettings
@@ -29,6 +30,7 @@ __all__ = [
     "AlertSettings",
     "AuditConfig",
     "ChannelSettings",
+    "CounterfactualSettings",
     "DriftSettings",
     "DriftThresholds",
     "DropoutSettings",
