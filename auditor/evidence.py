@@ -88,6 +88,28 @@ def _without_none(out: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+class CueExplanation(FindingEvidence):
+    """Why a finding supports another's verdict (`auditor.checks.consolidation`): its probe
+    re-run on the images with the localized cue `explained_by` occluded. `flip_rate` /
+    `occluded_flip_rate`: the probe's flips on the images / the occluded images; `vanished`
+    and `appeared`: the samples flipped only before / only after occlusion; McNemar's one-sided
+    `p_value`; `remaining_excess`: the occluded flip rate minus the probe's neutral flip rate,
+    against the excess that makes a finding; `explained` when `p_value <= alpha` and the
+    remaining excess is below it."""
+
+    explained_by: str
+    flip_rate: float
+    occluded_flip_rate: float
+    neutral_flip_rate: float
+    vanished: int
+    appeared: int
+    p_value: float
+    remaining_excess: float
+    excess_threshold: float
+    alpha: float
+    explained: bool
+
+
 class ProbeSensitivityEvidence(FindingEvidence):
     """Predictions under a probe against a neutral perturbation of the same size (`threshold`:
     the configured `probe_excess_flip`); accuracies need labels (None without)."""

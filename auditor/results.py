@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from auditor.evidence import FINDING_KINDS, FindingEvidence
+from auditor.evidence import FINDING_KINDS, CueExplanation, FindingEvidence
 
 Severity = Literal["low", "medium", "high"]
 
@@ -215,13 +215,18 @@ class ClassAnalysis:
 @dataclass(frozen=True)
 class Finding:
     """One finding: `kind` names a registered finding kind (`auditor.evidence.FINDING_KINDS`)
-    and `evidence` is that kind's evidence model."""
+    and `evidence` is that kind's evidence model. `supports`: the index (in the audit's
+    findings) of the finding whose verdict this one supports (None: it heads its own), and
+    `explanation` the test that made it a support, where one did
+    (`auditor.checks.consolidation`)."""
 
     kind: str
     severity: Severity
     title: str
     evidence: FindingEvidence
     probe: str | None = None
+    supports: int | None = None
+    explanation: CueExplanation | None = None
 
     def __post_init__(self) -> None:
         model = FINDING_KINDS.get(self.kind).evidence

@@ -331,6 +331,11 @@ COUNTERFACTUAL = {
     "cue_only": 29, "control_only": 0, "p_value": 1.9e-9, "alpha": 0.01, "confirmed": True,
     "recipients": ["s1", "s2"], "donors": ["s50", "s51"],
 }  # fmt: skip
+EXPLANATION = {
+    "explained_by": "patch_occlusion(cell=0)", "flip_rate": 0.49, "occluded_flip_rate": 0.0,
+    "neutral_flip_rate": 0.0, "vanished": 39, "appeared": 0, "p_value": 1.8e-12,
+    "remaining_excess": 0.0, "excess_threshold": 0.2, "alpha": 0.01, "explained": True,
+}  # fmt: skip
 
 
 def seed_injection(url: str, artifacts_dir: Path) -> int:
@@ -360,6 +365,8 @@ def seed_injection(url: str, artifacts_dir: Path) -> int:
                 ("novel_cluster", {"members": [INJECTED, "new-1"]}),
             )
         ]
+        audit.findings[1].supports = audit.findings[0]  # one verdict: the probe supports it
+        audit.findings[1].explanation = {**EXPLANATION, "explained_by": INJECTED}
         session.add(audit)
         session.flush()
         audit_id = audit.id
@@ -394,6 +401,13 @@ def test_novel_cluster_and_counterfactual_show_their_nulls(tmp_path, monkeypatch
     assert metrics["distance ratio"] == ("2.10", "p = 0.005")
     assert metrics["confidence"] == ("75%", "reference 97%")
     assert "false-alarm rate at most 0.01 per audit" in texts(app)
+    page = texts(app)
+    assert "Verdicts (2) from 3 findings" in page
+    assert "**Supporting evidence (1 findings)**" in page
+    assert (
+        f"explained by {literal(INJECTED)}: with it occluded this probe flips 0% of predictions "
+        "instead of 49% (39 flips vanish, 0 appear; McNemar p = 1.8e-12)"
+    ) in page
     (table,) = [t for t in app.table if "nearest reference" in t.value.columns]
     assert table.value["nearest reference"].tolist() == ["vali-0-3", "vali-1-7"]
 

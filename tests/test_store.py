@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from auditor.errors import ConfigError, StoreError
+from auditor.evidence import CueExplanation
 from auditor.results import (
     ArtefactRef,
     AuditResult,
@@ -230,7 +232,7 @@ def count(engine: Engine, row: type[Base], audit_id: int) -> int:
 def test_migrations_create_the_orm_schema(db_url: str) -> None:
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == head() == "0004"
+    assert current(db_url) == head() == "0005"
     engine = create_engine(db_url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -547,7 +549,7 @@ def test_unreachable_database_is_one_line_store_error() -> None:
 
 def test_schema_behind_head_needs_db_upgrade(db_url: str) -> None:
     expected = (
-        r"schema revision \(empty\), this auditor needs 0004 -- fix: run `auditor db upgrade`"
+        r"schema revision \(empty\), this auditor needs 0005 -- fix: run `auditor db upgrade`"
     )
     if (path := sqlite_path(db_url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -863,5 +865,58 @@ def test_upgrade_from_0003_keeps_audits_and_records_work_dirs(db_url: str, tmp_p
         with engine.connect() as connection:
             rows = connection.execute(select(audits.c.id, audits.c.status))
             assert sorted(rows) == [(legacy, "failed"), (new, "running")]
+    finally:
+        engine.dispose()
+
+
+def test_a_verdict_is_stored_with_its_support_and_explanation(store: AuditStore) -> None:
+    """0005: a supporting finding points at the finding heading its verdict, with the test
+    that explains it; deleting the audit removes both."""
+    result = make_result()
+    explanation = CueExplanation(
+        explained_by="patch_occlusion(cell=0)", flip_rate=0.49, occluded_flip_rate=0.0,
+        neutral_flip_rate=0.0, vanished=39, appeared=0, p_value=1.8e-12, remaining_excess=0.0,
+        excess_threshold=0.2, alpha=0.01, explained=True,
+    )  # fmt: skip
+    result.findings[1] = replace(result.findings[1], supports=0, explanation=explanation)
+    audit_id = start(store)
+    store.finish_audit(audit_id, result)
+
+    head, support = store.findings(audit_id)
+    assert head.supports_id is None and head.explanation is None
+    assert support.supports_id == head.id
+    assert CueExplanation.model_validate(support.explanation) == explanation
+
+
+def test_upgrade_from_0004_keeps_findings_as_their_own_verdicts(sqlite_url: str) -> None:
+    upgrade(sqlite_url, "0004")
+    engine = create_engine(sqlite_url)
+    audits = table("audits", column("id"), column("model_uri"), column("status"),
+                   column("config_yaml"), column("config_hash"), column("code_version"),
+                   column("started_at", UTCDateTime()))  # fmt: skip
+    findings = table("findings", column("id"), column("audit_id"), column("kind"),
+                     column("severity"), column("title"), column("evidence"),
+                     column("fingerprint"), column("created_at", UTCDateTime()))  # fmt: skip
+    try:
+        with engine.begin() as connection:
+            audit_id = connection.execute(insert(audits).values(
+                model_uri="models:/m@prod", status="succeeded", config_yaml="{}",
+                config_hash="c" * 64, code_version="0.1.0", started_at=utcnow(),
+            ).returning(audits.c.id)).scalar_one()  # fmt: skip
+            connection.execute(insert(findings).values(
+                audit_id=audit_id, kind="probe_sensitivity", severity="high", title="old",
+                evidence=json.dumps(EXAMPLES["probe_sensitivity"]), fingerprint="f" * 64,
+                created_at=utcnow(),
+            ))  # fmt: skip
+        upgrade(sqlite_url)
+        store = AuditStore(sqlite_url, auto_upgrade=False)
+        try:
+            (old,) = store.findings(audit_id)
+            assert (old.title, old.supports_id, old.explanation) == ("old", None, None)
+        finally:
+            store.close()
+        command.downgrade(alembic_config(sqlite_url), "0004")
+        with engine.connect() as connection:
+            assert connection.execute(select(findings.c.title)).scalars().all() == ["old"]
     finally:
         engine.dispose()

@@ -23,7 +23,9 @@ from auditor.results import (
     SubclassResult,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: findings grouped verdict by verdict, the most specific first (`supports`, `explanation`,
+the `verdicts` section)."""
 
 
 def _probe(p: ProbeResult) -> dict[str, Any]:
@@ -112,7 +114,18 @@ def finding_dict(f: Finding) -> dict[str, Any]:
         "title": f.title,
         "evidence": f.evidence.model_dump(mode="json"),
         "probe": f.probe,
+        "supports": f.supports,
+        "explanation": None if f.explanation is None else f.explanation.model_dump(mode="json"),
     }
+
+
+def verdicts_section(findings: list[Finding]) -> list[dict[str, Any]]:
+    """One entry per verdict: the index of its heading finding and of its supporting ones."""
+    heads = [i for i, f in enumerate(findings) if f.supports is None]
+    return [
+        {"finding": h, "supporting": [i for i, f in enumerate(findings) if f.supports == h]}
+        for h in heads
+    ]
 
 
 def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
@@ -140,6 +153,7 @@ def build_report(audit_id: int, result: AuditResult) -> dict[str, Any]:
         "subclasses": report_section(result.subclasses) if result.subclasses else None,
         "gallery": manifest_dict(result.gallery) if result.gallery else None,
         "findings": [finding_dict(f) for f in result.findings],
+        "verdicts": verdicts_section(result.findings),
         "timings": result.timings,
     }
 

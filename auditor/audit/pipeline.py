@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from auditor.artefacts.folder import writing_into
+from auditor.audit.consolidation_stage import consolidation_stage
 from auditor.audit.counterfactual_stage import counterfactual_stage
 from auditor.audit.gallery_stage import channel_galleries, gallery_channel_sets
 from auditor.audit.resolve import AuditInputs, StageTimer, resolve_inputs
@@ -87,6 +88,11 @@ def _checks(
             embeddings = layer_embeddings(runner, inputs.graph, base, config.subclasses.embedding_layer)
             subclasses = subclass_stage(samples, base, config, artifact_dir, embeddings=embeddings)
         findings += subclasses.findings
+    with timer.stage("consolidation"):
+        findings = consolidation_stage(
+            runner, base, probes, findings, config.thresholds.probe_excess_flip,
+            config.consolidation,
+        )  # fmt: skip
     if artifact_dir is not None and config.gallery.enabled:
         with timer.stage("gallery"), writing_into(artifact_dir):
             gallery = channel_galleries(

@@ -14,7 +14,7 @@ from auditor.config.analysis import (
     RelevanceSettings,
 )
 from auditor.config.audit import AuditConfig, load_config
-from auditor.config.counterfactual import CounterfactualSettings
+from auditor.config.counterfactual import ConsolidationSettings, CounterfactualSettings
 from auditor.config.drift import DriftSettings, DriftThresholds
 from auditor.config.executor import ExecutorSettings
 from auditor.config.gallery import GallerySettings
@@ -30,6 +30,7 @@ __all__ = [
     "AlertSettings",
     "AuditConfig",
     "ChannelSettings",
+    "ConsolidationSettings",
     "CounterfactualSettings",
     "DriftSettings",
     "DriftThresholds",

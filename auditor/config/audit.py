@@ -15,7 +15,7 @@ from auditor.config.analysis import (
     ProbeSettings,
     RelevanceSettings,
 )
-from auditor.config.counterfactual import CounterfactualSettings
+from auditor.config.counterfactual import ConsolidationSettings, CounterfactualSettings
 from auditor.config.drift import DriftSettings
 from auditor.config.executor import ExecutorSettings
 from auditor.config.gallery import GallerySettings
@@ -48,6 +48,7 @@ class AuditConfig(StrictModel):
     subclasses: SubclassSettings = Field(default_factory=SubclassSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
     counterfactual: CounterfactualSettings = Field(default_factory=CounterfactualSettings)
+    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     tracking_uri: str = Field(default_factory=default_tracking_uri)
     store_url: str = Field(default_factory=default_store_url)

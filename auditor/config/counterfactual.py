@@ -22,3 +22,18 @@ class CounterfactualSettings(StrictModel):
         description="McNemar test level: a cue that moves predictions no more than its control "
         "is confirmed at most at this rate",
     )
+
+
+class ConsolidationSettings(StrictModel):
+    """Merge findings about the same cue and class into one verdict; a flagged localized cue
+    (`patch_occlusion` at a cell) explains another probe's finding when that probe's flips
+    vanish with the cell occluded (`auditor.checks.consolidation`)."""
+
+    enabled: bool = True
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="McNemar test level: a probe whose flips do not drop with the cell occluded "
+        "is called explained by it at most at this rate",
+    )

@@ -138,7 +138,9 @@ def probe_rows(probe: results.ProbeResult) -> list[ProbeResultRow]:
 
 
 def finding_rows(result: results.AuditResult) -> list[FindingRow]:
-    return [
+    """One row per finding, in the audit's order (verdict by verdict), each supporting finding
+    linked to the row of the finding whose verdict it supports."""
+    rows = [
         FindingRow(
             kind=f.kind,
             severity=f.severity,
@@ -146,9 +148,14 @@ def finding_rows(result: results.AuditResult) -> list[FindingRow]:
             probe=f.probe,
             evidence=f.evidence.model_dump(mode="json"),
             fingerprint=finding_fingerprint(f, result.model.name, result.channels.layer),
+            explanation=None if f.explanation is None else f.explanation.model_dump(mode="json"),
         )
         for f in result.findings
     ]
+    for row, f in zip(rows, result.findings, strict=True):
+        if f.supports is not None:
+            row.supports = rows[f.supports]
+    return rows
 
 
 def artefact_rows(

@@ -244,7 +244,10 @@ class ProbeResultRow(Base):
 
 class FindingRow(Base):
     """A stored finding. `evidence` is the JSON of its kind's evidence model (`typed_evidence`
-    reads it back); `fingerprint` is equal for the same finding in consecutive audits."""
+    reads it back); `fingerprint` is equal for the same finding in consecutive audits.
+    `supports_id`: the finding of the same audit whose verdict this one supports (None: it
+    heads its own verdict), with `explanation`, the JSON of the `CueExplanation` that made it
+    a support where a test did (`auditor.checks.consolidation`)."""
 
     __tablename__ = "findings"
     __table_args__ = (CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),)
@@ -258,7 +261,12 @@ class FindingRow(Base):
     evidence: Mapped[dict[str, Any]]
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    supports_id: Mapped[int | None] = mapped_column(
+        ForeignKey("findings.id", ondelete="CASCADE"), index=True
+    )
+    explanation: Mapped[dict[str, Any] | None]
 
+    supports: Mapped[FindingRow | None] = relationship(remote_side="FindingRow.id")
     artefacts: Mapped[list[ArtefactRow]] = relationship(
         back_populates="finding", passive_deletes=True, order_by="ArtefactRow.id"
     )

@@ -14,8 +14,27 @@ from dashboards.query_results import ReviewFilter, Verdict
 from dashboards.text import literal
 
 
-def finding_card(finding: FindingRow, verdict: Verdict | None, context: FindingContext) -> None:
-    """One finding: severity, kind, title, its verdict, its kind's evidence, a link to review."""
+def explanation_line(finding: FindingRow) -> None:
+    """Why a supporting finding belongs to its verdict."""
+    e = finding.explanation
+    if e is None:
+        st.caption("the same cue, seen by another check")
+        return
+    st.caption(literal(
+        f"explained by {e['explained_by']}: with it occluded this probe flips "
+        f"{e['occluded_flip_rate']:.0%} of predictions instead of {e['flip_rate']:.0%} "
+        f"({e['vanished']} flips vanish, {e['appeared']} appear; McNemar p = {e['p_value']:.2g})"
+    ))
+
+
+def finding_card(
+    finding: FindingRow,
+    verdict: Verdict | None,
+    context: FindingContext,
+    supporting: list[FindingRow] = (),
+) -> None:
+    """One verdict: its heading finding (severity, kind, title, its review verdict, its kind's
+    evidence, a link to review), then each supporting finding with why it supports it."""
     with st.container(border=True):
         header = st.container(horizontal=True)
         with header:
@@ -24,6 +43,16 @@ def finding_card(finding: FindingRow, verdict: Verdict | None, context: FindingC
         st.markdown(f"**{literal(finding.title)}**")
         widgets.verdict_line(verdict, finding.id)
         render_evidence(finding, context)
+        if supporting:
+            st.markdown(f"**Supporting evidence ({len(supporting)} findings)**")
+        for support in supporting:
+            with st.container(border=True):
+                with st.container(horizontal=True):
+                    widgets.severity_badge(support.severity)
+                    st.badge(support.kind.replace("_", " "), color="gray")
+                st.markdown(literal(support.title))
+                explanation_line(support)
+                render_evidence(support, context)
         st.page_link(
             "views/review.py",
             label="Review",
@@ -85,14 +114,16 @@ metric = st.sidebar.radio(
     "Dropout metric", list(dropout_charts.METRICS), format_func=dropout_charts.METRICS.get
 )
 
-st.header(f"Findings ({len(audit.findings)})")
+heads = [f for f in audit.findings if f.supports_id is None]
+st.header(f"Verdicts ({len(heads)}) from {len(audit.findings)} findings")
 if not audit.findings:
     st.success(
         "No findings: the audit found no shortcut, probe sensitivity or drift past its thresholds."
     )
 context = FindingContext(url, audit, report, metric)
-for finding in audit.findings:
-    finding_card(finding, verdicts.get(finding.id), context)
+for finding in heads:
+    supporting = [f for f in audit.findings if f.supports_id == finding.id]
+    finding_card(finding, verdicts.get(finding.id), context, supporting)
 
 st.header("Evidence of the whole audit")
 stats = sorted(audit.channel_stats, key=lambda s: s.channel)
