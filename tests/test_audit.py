@@ -75,6 +75,13 @@ def test_report_and_store_hold_the_whole_audit(shortcut_scenario: Scenario, tmp_
     assert set(report["probes"]["grayscale"]) >= {"probed", "neutral", "top_k_activation_drop"}
     assert {f["kind"] for f in report["findings"]} == {"probe_sensitivity", "spurious_channels"}
     assert all(f["probe"] == "grayscale" for f in report["findings"])
+    # one verdict: the channel finding heads it, its cue transplanted into reals flips them
+    assert report["format_version"] == 2
+    assert report["verdicts"] == [{"finding": 0, "supporting": [1]}]
+    assert [f["kind"] for f in report["findings"]] == ["spurious_channels", "probe_sensitivity"]
+    counterfactual = report["findings"][0]["evidence"]["counterfactual"]
+    assert counterfactual["confirmed"] and counterfactual["control"] == "same_class_donor"
+    assert counterfactual["flip_rate"] > counterfactual["control_flip_rate"] + 0.5
 
     store = AuditStore(audit_config(shortcut_scenario, tmp_path)["store_url"])
     stored = store.get_audit(outcome.audit_id)
@@ -86,6 +93,7 @@ def test_report_and_store_hold_the_whole_audit(shortcut_scenario: Scenario, tmp_
     assert {r.condition for r in stored.dropout_results} == {"baseline", "top_k", "random_k", "bottom_k"}
     assert sum(r.condition == "random_k" for r in stored.dropout_results) == 5
     assert {f.kind for f in stored.findings} == {"probe_sensitivity", "spurious_channels"}
+    assert [f.supports_id for f in stored.findings] == [None, stored.findings[0].id]
 
 
 def test_unlabeled_samples_use_flip_rate_and_logit_drop(shortcut_scenario: Scenario, tmp_path):
