@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from auditor.audit.preflight import top_k_size
 from auditor.audit.passes import (
     Condition,
     DropoutLogits,
@@ -25,6 +24,7 @@ from auditor.audit.passes import (
     layer_pass,
     relevance_pass,
 )
+from auditor.audit.preflight import top_k_size
 from auditor.audit.worker import WorkerModel
 from auditor.checks.dose_response import DoseSets, dose_ks, dose_response, dose_sets
 from auditor.checks.dropout import (
