@@ -110,9 +110,41 @@ class CueExplanation(FindingEvidence):
     explained: bool
 
 
+class Decision(FindingEvidence):
+    """How a finding was decided: its `p_value` against its null (`null` says which), Holm's
+    adjusted p-value over the audit's `family_size` tests [Aickin1996], at most the stated
+    `false_alarm_rate` (the family-wise rate: the chance that an audit of a model without any
+    such effect reports one), and the `n_null` draws of the null (None: an exact test)."""
+
+    p_value: float
+    adjusted_p_value: float
+    family_size: int
+    false_alarm_rate: float
+    correction: Literal["holm"] = "holm"
+    null: str
+    n_null: int | None = None
+
+
+class ClassFlipsEvidence(FindingEvidence):
+    """A probe's flips on the samples predicted as one class against its control's
+    (`auditor.results.ClassFlips`; `p_value`: exact one-sided McNemar test)."""
+
+    class_index: int
+    class_name: str
+    n_samples: int
+    flip_rate: float
+    control_flip_rate: float
+    flips_only_probe: int
+    flips_only_control: int
+    p_value: float
+
+
 class ProbeSensitivityEvidence(FindingEvidence):
-    """Predictions under a probe against a neutral perturbation of the same size (`threshold`:
-    the configured `probe_excess_flip`); accuracies need labels (None without)."""
+    """Predictions under a probe against its control (`neutral_*`: another class's change of
+    the same kind and size, `auditor.checks.probes.neutral`); `threshold`: the configured
+    `probe_excess_flip`, which the excess of the most affected class (`class_index`) must
+    reach; `per_class`, every tested class; `decision`, its test (absent in findings stored
+    before it). Accuracies need labels (None without)."""
 
     flip_rate: float
     neutral_flip_rate: float
@@ -123,16 +155,23 @@ class ProbeSensitivityEvidence(FindingEvidence):
     baseline_accuracy: float | None
     perturbation_norm: float
     threshold: float
+    class_index: int | None = None
+    class_name: str | None = None
+    class_excess_flip_rate: float | None = None
+    per_class: list[ClassFlipsEvidence] = []
+    decision: Decision | None = None
 
 
 class DropoutTest(FindingEvidence):
-    """The bootstrap test of a top-k dropout effect (`auditor.results.DropoutStatistics`)."""
+    """The bootstrap test of a top-k dropout effect (`auditor.results.DropoutStatistics`;
+    `n_null`: the random sets of its p-value, absent in findings stored before it)."""
 
     effect: float
     ci_low: float
     ci_high: float
     p_value: float
     effect_size: float
+    n_null: int | None = None
 
 
 class DropoutEffect(FindingEvidence):
@@ -182,6 +221,19 @@ class CounterfactualEvidence(FindingEvidence):
     confirmed: bool
     recipients: list[str]
     donors: list[str]
+class ActivationShiftTest(FindingEvidence):
+    """The top-k's activation shift under the probe against random channel sets on the same
+    samples (`auditor.results.ActivationTest`, `auditor.checks.probes.effect`): `statistic`,
+    the mean standardised loss of the top-k (channel mean lost over the channel's spread; > 0 a
+    loss); `null_mean`, `null_sd` of that statistic over `n_null` random k-sets; the one-sided
+    empirical `p_value` (floor 1 / (n_null + 1)) and the `effect_size` in null spreads."""
+
+    statistic: float
+    null_mean: float
+    null_sd: float
+    n_null: int
+    p_value: float
+    effect_size: float
 
 
 class SpuriousChannelsEvidence(FindingEvidence):
@@ -189,6 +241,11 @@ class SpuriousChannelsEvidence(FindingEvidence):
     dropout effect, and their activation drop under the probe against random channel sets
     (`activation_collapse` = top-k drop minus the random-k mean drop); `counterfactual`, where
     the audit transplanted the cue (left out of the JSON otherwise)."""
+    dropout effect, and their activation shift under the probe against random channel sets:
+    `top_k_activation_drop`, the share of activation lost (`sum (m - m') / sum |m|`, < 0 a
+    gain), the same for the dropout's random sets, `activation_collapse` = top-k minus their
+    mean, and `activation_test`, the standardised test against many random sets (absent in
+    findings stored before it)."""
 
     layer: str
     class_index: int
@@ -201,6 +258,8 @@ class SpuriousChannelsEvidence(FindingEvidence):
     random_k_activation_drops: list[float]
     activation_collapse: float
     thresholds: ChannelThresholds
+    activation_test: ActivationShiftTest | None = None
+    decision: Decision | None = None
     counterfactual: CounterfactualEvidence | None = None
 
     @model_serializer(mode="wrap")

@@ -85,13 +85,15 @@ class DropoutStatistics:
     `effect`, the mean over samples of the margin lost under top-k minus under random-k
     (averaged over the random sets); [`ci_low`, `ci_high`] its bootstrap interval over samples;
     `p_value`, the empirical p-value of the top-k mean margin drop among the random-k ones
-    (+1 corrected, >= 1 / (random sets + 1)); `effect_size`, the effect in random-k spreads."""
+    (+1 corrected, >= 1 / (random sets + 1)); `effect_size`, the effect in random-k spreads;
+    `n_null`, the random sets."""
 
     effect: float
     ci_low: float
     ci_high: float
     p_value: float
     effect_size: float
+    n_null: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,32 @@ class OcclusionMap:
 
 
 @dataclass(frozen=True)
+class ClassFlips:
+    """A probe's flips on the samples predicted as one class, against its control's on the same
+    samples (`auditor.checks.probes.effect.class_flips`): `flips_only_probe` samples flip under
+    the probe and not the control, `flips_only_control` the reverse; `p_value`, the one-sided
+    exact McNemar test of the two [McNemar1947]. A cue tied to the class moves that class
+    toward the others under the probe and not under the control."""
+
+    class_index: int
+    n_samples: int
+    flip_rate: float
+    control_flip_rate: float
+    flips_only_probe: int
+    flips_only_control: int
+    p_value: float
+
+    @property
+    def excess(self) -> float:
+        """Flip rate under the probe minus under the control."""
+        return self.flip_rate - self.control_flip_rate
+
+
+@dataclass(frozen=True)
 class ProbeResult:
-    """One probe: the model's behaviour on probed samples vs a neutral perturbation of equal size,
-    and the relative activation drop of the top-k channels vs random channel sets."""
+    """One probe: the model's behaviour on probed samples vs its control (`neutral`: another
+    class's change of the same kind and size, `auditor.checks.probes.neutral`), per predicted
+    class too, and the share of activation lost by the top-k channels vs random channel sets."""
 
     name: str
     probed: ConditionMetrics
@@ -177,20 +202,40 @@ class ProbeResult:
     top_k_activation_drop: float
     random_k_activation_drops: list[float]
     occlusion: OcclusionMap | None = None
+    per_class: list[ClassFlips] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ActivationTest:
+    """A channel set's activation shift under a probe against random channel sets
+    (`auditor.checks.probes.effect.activation_test`): `statistic`, the set's mean standardised
+    loss (> 0: the channels lose activation, in units of their spread over the samples); the
+    mean and spread of that statistic over `n_null` random sets on the same samples; the
+    one-sided empirical `p_value` (>= 1 / (n_null + 1)) and the `effect_size` in null spreads."""
+
+    statistic: float
+    null_mean: float
+    null_sd: float
+    n_null: int
+    p_value: float
+    effect_size: float
 
 
 @dataclass(frozen=True)
 class ProbeShift:
     """How much a probe silences a channel set, relative to random sets ([Chandrasegaran2022]
-    compare the activations of the relevant channels on original and grey-scaled images)."""
+    compare the activations of the relevant channels on original and grey-scaled images):
+    the share of activation lost by the top-k and by each random set of the dropout (`sum (m -
+    m') / sum |m|`, < 0 a gain, never clipped) and the top-k's test against random sets."""
 
     probe: str
     top_k_activation_drop: float
     random_k_activation_drops: list[float]
+    test: ActivationTest | None = None
 
     @property
     def collapse(self) -> float:
-        """Top-k drop minus the mean random-k drop."""
+        """Top-k share of activation lost minus the mean of the random sets'."""
         return self.top_k_activation_drop - sum(self.random_k_activation_drops) / len(
             self.random_k_activation_drops
         )

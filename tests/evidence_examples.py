@@ -18,6 +18,22 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "baseline_accuracy": None,
         "perturbation_norm": 12.5,
         "threshold": 0.15,
+        "class_index": 1,
+        "class_name": "fake",
+        "class_excess_flip_rate": 0.74,
+        "per_class": [
+            {"class_index": 0, "class_name": "real", "n_samples": 150, "flip_rate": 0.02,
+             "control_flip_rate": 0.03, "flips_only_probe": 2, "flips_only_control": 3,
+             "p_value": 0.81},
+            {"class_index": 1, "class_name": "fake", "n_samples": 150, "flip_rate": 0.78,
+             "control_flip_rate": 0.04, "flips_only_probe": 112, "flips_only_control": 1,
+             "p_value": 1.1e-32},
+        ],
+        "decision": {
+            "p_value": 1.1e-32, "adjusted_p_value": 4.4e-32, "family_size": 4,
+            "false_alarm_rate": 0.05, "correction": "holm",
+            "null": "the probe's control on the same samples (exact McNemar test)", "n_null": None,
+        },
     },
     "spurious_channels": {
         "layer": "layer4",
@@ -32,6 +48,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                 "ci_high": 0.47,
                 "p_value": 0.0099,
                 "effect_size": 8.1,
+                "n_null": 159,
             },
             "top_k_margin_drop": 0.52,
             "random_k_margin_drop_mean": 0.13,
@@ -47,6 +64,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "random_k_activation_drops": [0.2, 0.25, 0.18],
         "activation_collapse": 0.72,
         "thresholds": {"dropout_effect": 0.1, "activation_collapse": 0.3},
+        "activation_test": {
+            "statistic": 2.4, "null_mean": 0.1, "null_sd": 0.2, "n_null": 9999,
+            "p_value": 0.0001, "effect_size": 11.5,
+        },
+        "decision": {
+            "p_value": 0.0099, "adjusted_p_value": 0.0297, "family_size": 4,
+            "false_alarm_rate": 0.05, "correction": "holm",
+            "null": "random channel sets: the larger p-value of the top-k's dropout and of its "
+            "activation shift (intersection-union test)",
+            "n_null": 9999,
+        },
     },
     "explanation_drift": {
         "statistic": "js_distance",

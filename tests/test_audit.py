@@ -76,7 +76,7 @@ def test_report_and_store_hold_the_whole_audit(shortcut_scenario: Scenario, tmp_
     assert {f["kind"] for f in report["findings"]} == {"probe_sensitivity", "spurious_channels"}
     assert all(f["probe"] == "grayscale" for f in report["findings"])
     # one verdict: the channel finding heads it, its cue transplanted into reals flips them
-    assert report["format_version"] == 2
+    assert report["format_version"] == 3
     assert report["verdicts"] == [{"finding": 0, "supporting": [1]}]
     assert [f["kind"] for f in report["findings"]] == ["spurious_channels", "probe_sensitivity"]
     counterfactual = report["findings"][0]["evidence"]["counterfactual"]

@@ -77,7 +77,7 @@ def test_a_corner_tag_explains_the_border_and_colour_findings():
         assert e.flip_rate >= 0.45 and e.occluded_flip_rate <= 0.05  # the fakes' flips vanish
         assert e.vanished >= 36 and e.p_value < 1e-9
     report = build_report(1, _result_with(findings))
-    assert report["format_version"] == 2
+    assert report["format_version"] == 3
     assert report["verdicts"] == [{"finding": 0, "supporting": [1, 2, 3]}]
     assert report["findings"][2]["explanation"]["explained_by"] == CELL
 

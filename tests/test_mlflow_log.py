@@ -88,7 +88,7 @@ def test_audit_is_logged_with_metrics_artefacts_and_tags(audited, mlflow_server,
     assert report == json.loads(json.dumps(build_report(outcome.audit_id, result)))
     with (local / "dropout.csv").open() as handle:
         dropout = list(csv.DictReader(handle))
-    repeats = config.dropout.random_repeats
+    repeats = len(result.dropout.random_sets)
     assert [r["condition"] for r in dropout] == [
         "baseline",
         "top_k",

@@ -17,7 +17,12 @@ from auditor.audit.stages import PassRunner, PlacedProbe, place_probe
 from auditor.audit.worker import WorkerModel
 from auditor.checks.probes import base, transforms
 from auditor.checks.probes.base import PROBES, Probe, build_probe, check_probe_class
-from auditor.checks.probes.neutral import change_norms, neutral_perturbation
+from auditor.checks.probes.neutral import (
+    change_norms,
+    donor_rows,
+    pick_donors,
+    transplanted_control,
+)
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
 from auditor.checks.probes.transforms import (
     Blur,
@@ -355,22 +360,41 @@ def _near_the_box_bounds(seed: int) -> torch.Tensor:
     return torch.where(high, 1.0 - near, near)
 
 
-def test_neutral_twin_changes_each_image_as_much_as_the_probe_within_the_box():
-    """Near 0 and 1 clipping would cut the noise short; the twin still moves each image by the
-    probe's L2 norm, and stays in [0, 1]."""
+def test_control_changes_each_image_as_much_as_the_probe_within_the_box():
+    """Near 0 and 1 clipping would cut a donor's change short; the control still moves each
+    image by the probe's own L2 norm, along the donor's change, and stays in [0, 1]."""
     images = _near_the_box_bounds(0)
     probed = grayscale(images)
     size = change_norms(images, probed)
-    twin = neutral_perturbation(images, size, seed=3)
-    assert twin.min() >= 0.0 and twin.max() <= 1.0
-    torch.testing.assert_close(change_norms(images, twin), size, rtol=1e-3, atol=0.0)
-    assert torch.equal(neutral_perturbation(images, size, seed=3), twin)
+    donors = (probed - images).flip(0)  # each image gets another image's colour removal
+    control = transplanted_control(images, size, donors)
+    assert control.min() >= 0.0 and control.max() <= 1.0
+    torch.testing.assert_close(change_norms(images, control), size, rtol=1e-3, atol=0.0)
+    moved = (control - images).flatten(1)
+    cosine = torch.nn.functional.cosine_similarity(moved, donors.flatten(1), dim=1)
+    assert (cosine > 0.5).all()  # the donor's change, not the image's own
 
 
-def test_neutral_twin_stops_at_the_box_corner_when_the_norm_is_out_of_reach():
-    """A size beyond the farthest point of [0, 1] along the noise signs: every pixel at its
-    bound (0 or 1), the largest change the box allows."""
+def test_control_stops_at_the_box_corner_when_the_norm_is_out_of_reach():
+    """A size beyond the farthest point of [0, 1] along the donor's change: every pixel it
+    moves at its bound (0 or 1), the largest change the box allows; a donor the probe left
+    unchanged gives no change."""
     images = _near_the_box_bounds(1)
-    twin = neutral_perturbation(images, torch.full((4,), 1e3), seed=0)
-    assert set(twin.unique().tolist()) <= {0.0, 1.0}
-    assert (change_norms(images, twin) < 1e3).all()
+    donors = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    control = transplanted_control(images, torch.full((4,), 1e3), donors)
+    assert set(control.unique().tolist()) <= {0.0, 1.0}
+    assert (change_norms(images, control) < 1e3).all()
+    unchanged = transplanted_control(images, torch.full((4,), 2.0), torch.zeros_like(images))
+    assert torch.equal(unchanged, images)
+
+
+def test_donors_come_from_another_predicted_class():
+    predicted = np.array([0, 0, 0, 1, 1, 2, 0, 1])
+    donors = donor_rows(predicted, per_class=2, seed=0)
+    assert sorted(np.bincount(predicted[donors]).tolist()) == [1, 2, 2]
+    picks = pick_donors(np.arange(8), predicted, donors, seed=0)
+    assert (predicted[donors[picks]] != predicted).all()
+    np.testing.assert_array_equal(picks, pick_donors(np.arange(8), predicted, donors, seed=0))
+    alone = np.zeros(4, dtype=int)  # one predicted class: another image of it
+    picks = pick_donors(np.arange(4), alone, np.arange(4), seed=0)
+    assert (picks != np.arange(4)).all()

@@ -1,6 +1,9 @@
 """The JSON report of an audit: a stable format that other tools read (see README, "Report").
 
-`format_version` changes only when a field is removed or changes meaning.
+`format_version` changes only when a field is removed or changes meaning. Version 3: a probe's
+`neutral` is its control (another class's change of the same kind and size, not Gaussian
+noise), and `top_k_activation_drop` / `random_k_activation_drops` are shares of activation
+lost over the channels' magnitudes, never clipped (negative: a gain).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from auditor.results import (
     SubclassResult,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """2: findings grouped verdict by verdict, the most specific first (`supports`, `explanation`,
-the `verdicts` section)."""
+the `verdicts` section). 3: a probe's `neutral` is its control and activation drops are
+unclipped shares of magnitude (see above)."""
 
 
 def _probe(p: ProbeResult) -> dict[str, Any]:
@@ -38,6 +42,7 @@ def _probe(p: ProbeResult) -> dict[str, Any]:
         "occlusion": None
         if p.occlusion is None
         else {**asdict(p.occlusion), "concentration": p.occlusion.concentration},
+        "per_class": [{**asdict(c), "excess": c.excess} for c in p.per_class],
     }
 
 
@@ -86,6 +91,7 @@ def _class(c: ClassAnalysis) -> dict[str, Any]:
                 "top_k_activation_drop": s.top_k_activation_drop,
                 "random_k_activation_drops": s.random_k_activation_drops,
                 "collapse": s.collapse,
+                "test": None if s.test is None else asdict(s.test),
             }
             for s in c.probe_shifts
         },

@@ -6,7 +6,7 @@ gallery's activation scores to a mergeable top-rows sketch.
 * `RelevanceTask`: trunk, then LRP through the head: logits, channel means, channel relevance
   [Chandrasegaran2022], gallery scores `s_c = sum_hw max(0, z_c)`.
 * `ForwardTask`: trunk and head on (transformed) images: logits and channel means (probes,
-  their neutral twins, embeddings at another layer).
+  their controls, embeddings at another layer).
 * `DropoutTask`: trunk once, then the head once per channel-dropout condition, each on the
   samples of its class ([Chandrasegaran2022]: top-k vs random-k vs bottom-k).
 * `OcclusionTask`: the patch-occlusion scan, every cell of the grid per batch.
@@ -25,7 +25,7 @@ from auditor.audit.worker import WorkerModel
 from auditor.checks.dropout import LogitsOf
 from auditor.checks.metrics import margin_lost
 from auditor.checks.probes.base import Probe
-from auditor.checks.probes.neutral import change_norms, neutral_perturbation
+from auditor.checks.probes.neutral import change_norms, pick_donors, transplanted_control
 from auditor.checks.probes.occlusion import PatchOcclusion
 from auditor.data.images import ImageSource
 from auditor.execution import Executor
@@ -158,7 +158,7 @@ def layer_pass(
 @dataclass(frozen=True)
 class ProbeTransform:
     """Apply `probe` with a generator seeded by the audit seed and the batch's first row; also
-    output each image's change norm (which sizes its neutral twin)."""
+    output each image's change norm (which sizes its control)."""
 
     probe: Probe
     seed: int
@@ -170,16 +170,23 @@ class ProbeTransform:
 
 
 @dataclass(frozen=True)
-class NeutralTransform:
-    """Gaussian noise of, per image, the size of the probe's change (`sizes[row]`)."""
+class ControlTransform:
+    """A probe's control (`auditor.checks.probes.neutral`): each image gets the probe's change
+    of its donor (`donor_changes[pick_donors(...)]`, a donor predicted as another class),
+    scaled to the image's own change norm (`sizes[row]`)."""
 
     sizes: np.ndarray
+    donor_changes: np.ndarray
+    donors: np.ndarray
+    predicted: np.ndarray
     seed: int
 
     def __call__(self, images: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, Outputs]:
         size = torch.from_numpy(self.sizes[rows]).to(images.dtype)
-        noisy = neutral_perturbation(images.cpu(), size, seed=self.seed * 1_000_003 + int(rows[0]))
-        return noisy.to(images.device), {}
+        picks = pick_donors(rows, self.predicted, self.donors, self.seed)
+        changes = torch.from_numpy(self.donor_changes[picks]).to(images.dtype)
+        control = transplanted_control(images.cpu(), size, changes)
+        return control.to(images.device), {}
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,10 @@ def _checks(
     with timer.stage("dropout"):
         dropout = dropout_stage(runner, samples, base, plan, config)
     with timer.stage("probes"):
-        probes = probe_stage(runner, samples, base, plan, config.probes.names)
+        probes = probe_stage(runner, samples, base, plan, config.probes)
     with timer.stage("classes"):
         classes = class_stage(samples, base, plan, dropout, probes, config)
-    findings = finding_stage(plan, dropout, probes, classes, config)
+    findings = finding_stage(plan, dropout, probes, classes, config, samples.class_names)
     with timer.stage("counterfactual"):
         findings = counterfactual_stage(
             runner, base, {run.result.name: run.probe for run in probes}, findings,

@@ -1,5 +1,5 @@
 """The stages of an audit at the audited layer, each a named function: the relevance pass, the
-channel ranking, the dropout validation, the probes with their neutral twins, the per-class
+channel ranking, the dropout validation, the probes with their controls, the per-class
 analysis and the findings. Each stage runs its streamed passes (`auditor.audit.passes`) first
 and then the pure checks of `auditor.checks` on what came back; none reads the config further
 than the parameters it maps onto the checks."""
@@ -13,10 +13,10 @@ import torch
 
 from auditor.audit.passes import (
     Condition,
+    ControlTransform,
     DropoutLogits,
     ForwardTask,
     LayerPass,
-    NeutralTransform,
     OcclusionTask,
     ProbeTransform,
     RelevancePass,
@@ -33,12 +33,14 @@ from auditor.checks.dropout import (
     random_channel_sets,
     rank_channels,
 )
-from auditor.checks.findings import FindingThresholds, derive_findings
+from auditor.checks.findings import FindingThresholds, derive_findings, family_size
 from auditor.checks.probes.base import Probe, build_probe
 from auditor.checks.probes.effect import probe_result, probe_shift
+from auditor.checks.probes.neutral import donor_rows
 from auditor.checks.probes.occlusion import PatchOcclusion, occlusion_summary
+from auditor.checks.statistics import null_draws_for
 from auditor.config import AuditConfig, Thresholds
-from auditor.config.analysis import ProbeEntry
+from auditor.config.analysis import ProbeSettings
 from auditor.data.images import ImageSource
 from auditor.data.samples import SampleSet
 from auditor.execution import Executor
@@ -95,16 +97,28 @@ class ClassChannels:
         ]
 
 
-def class_channels(class_index: int, base: RelevancePass, k: int, config: AuditConfig) -> ClassChannels:
-    """Rank the channels of the samples predicted as `class_index` by their mean relevance."""
+def class_channels(
+    class_index: int, base: RelevancePass, k: int, repeats: int, config: AuditConfig
+) -> ClassChannels:
+    """Rank the channels of the samples predicted as `class_index` by their mean relevance and
+    draw its `repeats` random sets."""
     index = (base.logits.argmax(dim=1) == class_index).nonzero().squeeze(1)
     relevance = base.channel_relevance[index].mean(dim=0).numpy().astype(float)
     top, bottom = rank_channels(relevance, k)
     seed = config.seed + 7919 * (class_index + 1)
-    random_sets = random_channel_sets(
-        len(relevance), k, exclude=top, repeats=config.dropout.random_repeats, seed=seed
-    )
+    random_sets = random_channel_sets(len(relevance), k, exclude=top, repeats=repeats, seed=seed)
     return ClassChannels(class_index, index, relevance, top, bottom, random_sets, seed)
+
+
+def random_repeats(n_classes: int, config: AuditConfig) -> int:
+    """`dropout.random_repeats`, or by default the random sets whose smallest p-value is half
+    of Holm's smallest level over the audit's family of tests (`null_draws_for`)."""
+    if config.dropout.random_repeats is not None:
+        return config.dropout.random_repeats
+    labels = [build_probe(entry) for entry in config.probes.names]
+    non_semantic = sum(p.name in config.probes.non_semantic for p in labels)
+    size = family_size(n_classes, len(labels), non_semantic)
+    return null_draws_for(size, config.thresholds.false_alarm_rate)
 
 
 @dataclass(frozen=True)
@@ -141,15 +155,13 @@ def channel_plan(base: RelevancePass, layer: str, config: AuditConfig) -> Channe
         top_k=top,
         bottom_k=bottom,
     )
-    random_sets = random_channel_sets(
-        len(relevance), k, exclude=top, repeats=config.dropout.random_repeats, seed=config.seed
-    )
     counts = torch.bincount(base.logits.argmax(dim=1), minlength=base.logits.shape[1])
-    classes = [
-        class_channels(c, base, k, config)
-        for c in range(len(counts))
-        if counts[c] >= config.channels.min_class_samples
-    ]
+    planned = [c for c in range(len(counts)) if counts[c] >= config.channels.min_class_samples]
+    repeats = random_repeats(len(planned), config)
+    random_sets = random_channel_sets(
+        len(relevance), k, exclude=top, repeats=repeats, seed=config.seed
+    )
+    classes = [class_channels(c, base, k, repeats, config) for c in planned]
     doses = dose_sets(
         relevance, dose_ks(len(relevance), config.dropout.dose_response_fractions),
         random_repeats=config.dropout.dose_response_random_repeats, seed=config.seed,
@@ -229,6 +241,7 @@ class ProbeJob:
     samples: SampleSet
     top_k: list[int]
     random_sets: list[list[int]]
+    null_sets: int
 
 
 @dataclass(frozen=True)
@@ -240,10 +253,22 @@ class ProbeRun:
     probed: LayerPass
 
 
+#: donors per predicted class of a probe's control (`auditor.checks.probes.neutral`)
+CONTROL_DONORS_PER_CLASS = 16
+
+
+def donor_changes(job: ProbeJob, donors: np.ndarray) -> np.ndarray:
+    """The probe's change `probe(x_d) - x_d` of each donor image (float32, donors x 3 x H x W)."""
+    model = job.runner.model
+    images = model.batch(job.runner.images.read(donors))
+    probed, _ = ProbeTransform(job.placed.probe, job.runner.seed)(images, donors)
+    return (probed - images).cpu().numpy().astype(np.float32)
+
+
 def run_probe(job: ProbeJob) -> ProbeRun:
-    """One probe and its neutral twin, a streamed pass each, then their effect. The probe runs
-    once per image: the probed pass records each image's change norm, which sizes its neutral
-    twin."""
+    """One probe and its control, a streamed pass each, then their effect. The probe runs
+    once per image: the probed pass records each image's change norm, which sizes its
+    control (the change of a donor predicted as another class, `ControlTransform`)."""
     probe, runner = job.placed.probe, job.runner
     name = probe.label
     run = {"executor": runner.executor, "model": runner.model, "images": runner.images,
@@ -251,16 +276,19 @@ def run_probe(job: ProbeJob) -> ProbeRun:
     probed_pass, extra = layer_pass(
         task=ForwardTask(f"probe {name}", ProbeTransform(probe, runner.seed)), **run
     )
-    sizes = extra["change_norm"]
-    neutral_pass, _ = layer_pass(
-        task=ForwardTask(f"neutral twin of {name}", NeutralTransform(sizes, runner.seed)), **run
+    predicted = job.base.logits.argmax(dim=1).numpy()
+    donors = donor_rows(predicted, CONTROL_DONORS_PER_CLASS, runner.seed)
+    control = ControlTransform(
+        extra["change_norm"], donor_changes(job, donors), donors, predicted, runner.seed
     )
+    control_pass, _ = layer_pass(task=ForwardTask(f"control of {name}", control), **run)
     shift = probe_shift(
-        name, job.base.channel_means(), probed_pass.channel_means(), job.top_k, job.random_sets
+        name, job.base.channel_activation, probed_pass.channel_activation, job.top_k,
+        job.random_sets, n_null=job.null_sets, seed=runner.seed,
     )
     result = probe_result(
-        name, job.base.logits, probed_pass.logits, neutral_pass.logits,
-        job.samples.labels, job.samples.groups, sizes, shift, job.placed.occlusion,
+        name, job.base.logits, probed_pass.logits, control_pass.logits,
+        job.samples.labels, job.samples.groups, extra["change_norm"], shift, job.placed.occlusion,
     )
     return ProbeRun(probe, result, probed_pass)
 
@@ -270,12 +298,17 @@ def probe_stage(
     samples: SampleSet,
     base: RelevancePass,
     plan: ChannelPlan,
-    entries: list[ProbeEntry],
+    settings: ProbeSettings,
 ) -> list[ProbeRun]:
-    """Each configured probe entry built, placed and run with its neutral twin."""
-    placed = [place_probe(build_probe(entry), runner, base) for entry in entries]
+    """Each configured probe entry built, placed and run with its control."""
+    placed = [place_probe(build_probe(entry), runner, base) for entry in settings.names]
     return [
-        run_probe(ProbeJob(p, runner, base, samples, plan.channels.top_k, plan.random_sets))
+        run_probe(
+            ProbeJob(
+                p, runner, base, samples, plan.channels.top_k, plan.random_sets,
+                settings.null_channel_sets,
+            )
+        )
         for p in placed
     ]
 
@@ -307,8 +340,9 @@ def analyse_class(
         ),
         probe_shifts=[
             probe_shift(
-                run.result.name, base.channel_means(plan.index), run.probed.channel_means(plan.index),
-                plan.top_k, plan.random_sets,
+                run.result.name, base.channel_activation[plan.index],
+                run.probed.channel_activation[plan.index], plan.top_k, plan.random_sets,
+                n_null=config.probes.null_channel_sets, seed=plan.seed,
             )
             for run in probes
         ],
@@ -333,6 +367,7 @@ def finding_thresholds(thresholds: Thresholds) -> FindingThresholds:
         dropout_effect=thresholds.dropout_effect,
         probe_excess_flip=thresholds.probe_excess_flip,
         activation_collapse=thresholds.activation_collapse,
+        false_alarm_rate=thresholds.false_alarm_rate,
     )
 
 
@@ -342,11 +377,12 @@ def finding_stage(
     probes: list[ProbeRun],
     classes: list[ClassAnalysis],
     config: AuditConfig,
+    class_names: list[str] | None = None,
 ) -> list[Finding]:
     """The findings the layer's evidence supports; `spurious_channels` only under the probes
     the config declares non-semantic."""
     non_semantic = [run.probe.label for run in probes if run.probe.name in config.probes.non_semantic]
     return derive_findings(
         plan.channels, dropout.table, [run.result for run in probes], classes,
-        finding_thresholds(config.thresholds), non_semantic,
+        finding_thresholds(config.thresholds), non_semantic, class_names,
     )

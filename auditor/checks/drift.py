@@ -10,7 +10,7 @@ against the baseline B (C channels at the layer, `R[c]` the mean channel relevan
 * `js_distance` (max): Jensen-Shannon distance, base 2 (in [0, 1]), of the relevance shares
   `p[c] = R[c]^+ / sum_c R[c]^+`;
 * `probe_change:<probe>` (max): `|e_A - e_B|` of the probe's excess flip rate `e` = flip rate
-  under the probe minus flip rate under its neutral twin, for probes run by both audits;
+  under the probe minus flip rate under its control, for probes run by both audits;
 * `cluster_mix` (max, when both audits have clusters): total variation distance
   `1/2 sum |s_A - s_B|` of the cluster shares, clusters matched one to one by the Euclidean
   distance of their relevance profiles (Hungarian assignment), unmatched ones against 0.

@@ -1,4 +1,5 @@
-"""How sure a dropout effect is: bootstrap interval, empirical p-value, standardised effect.
+"""How sure a decision is: bootstrap interval, empirical p-value, standardised effect of a
+dropout; the exact McNemar test of paired flips; Holm's correction across an audit's tests.
 
 [Chandrasegaran2022] validate the discovered top-k relevant channels by comparing the top-k
 dropout with the mean of 5 random-k dropouts. Whether the gap is more than noise has two
@@ -18,7 +19,10 @@ Pure numpy; every random draw comes from a `numpy.random.Generator` seeded by th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from scipy.stats import binom
 
 from auditor.results import DropoutStatistics
 
@@ -95,4 +99,34 @@ def dropout_evidence(
         ci_high=high,
         p_value=empirical_p_value(float(top.mean()), set_means),
         effect_size=effect_size(float(top.mean()), set_means),
+        n_null=len(set_means),
     )
+
+
+def mcnemar_p_value(discordant_for: int, discordant_against: int) -> float:
+    """One-sided exact McNemar test [McNemar1947] of paired binary outcomes: with `b` pairs
+    where only the first condition flipped and `c` where only the second did, `p =
+    P(X >= b)`, `X ~ Binomial(b + c, 1/2)` (1 when no pair is discordant)."""
+    b, n = int(discordant_for), int(discordant_for) + int(discordant_against)
+    return float(binom.sf(b - 1, n, 0.5)) if n else 1.0
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values [Holm1979]: sorted ascending `p_(1) <= ... <=
+    p_(m)`, `p~_(j) = max_{i <= j} min(1, (m - i + 1) p_(i))`, in the input order. Rejecting
+    every test with `p~ <= alpha` keeps the family-wise false-alarm rate (any false rejection
+    among the m tests) at most alpha, whatever their dependence."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
+def null_draws_for(family_size: int, alpha: float, headroom: float = 2.0) -> int:
+    """The number of random draws R whose smallest empirical p-value, `1 / (R + 1)`, is
+    `1 / headroom` of Holm's smallest level `alpha / family_size` (so a clear effect can be
+    reported at the stated rate): `R = ceil(headroom * family_size / alpha) - 1`, at least 19."""
+    return max(19, int(np.ceil(headroom * max(1, family_size) / alpha)) - 1)

@@ -82,9 +82,16 @@ class ChannelSettings(StrictModel):
 
 class DropoutSettings(StrictModel):
     """Top-k vs random-k vs bottom-k channel dropout ([Chandrasegaran2022]: 5 random repeats,
-    averaged)."""
+    averaged; here as many as the stated false-alarm rate needs)."""
 
-    random_repeats: int = Field(default=5, ge=1, le=100)
+    random_repeats: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="random-k sets per dropout; default: enough that the smallest empirical "
+        "p-value, 1 / (sets + 1), is half of Holm's smallest level over the audit's tests "
+        "(2 x tests / false_alarm_rate - 1, at least 19)",
+    )
     dose_response_fractions: list[Annotated[float, Field(gt=0, le=0.5)]] = Field(
         default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5],
         description="shares of the layer's channels dropped along the dose-response curve "
@@ -127,6 +134,14 @@ class ProbeSettings(StrictModel):
         default_factory=lambda: ["grayscale"],
         description="probes whose cue the domain declares irrelevant to the label (colour "
         "here), by name: they cover every entry of that probe in `names`",
+    )
+    null_channel_sets: int = Field(
+        default=9999,
+        ge=19,
+        le=1_000_000,
+        description="random channel sets of the null of a class's activation shift under a "
+        "probe (no model pass: drawn from per-channel shifts); the p-value is at least "
+        "1 / (sets + 1)",
     )
 
     @model_validator(mode="after")

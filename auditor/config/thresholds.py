@@ -19,5 +19,13 @@ class Thresholds(StrictModel):
         default=0.2, description="probe flip rate minus neutral-perturbation flip rate"
     )
     activation_collapse: float = Field(
-        default=0.3, description="top-k minus random-k mean relative activation drop under a probe"
+        default=0.3,
+        description="top-k minus random-k mean share of activation lost under a probe (a "
+        "minimum effect; the shift must also be significant at false_alarm_rate)",
+    )
+    false_alarm_rate: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="the stated false-alarm rate of the decisions (their significance level)",
     )

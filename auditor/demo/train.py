@@ -1,4 +1,6 @@
-"""Fast, deterministic training of the demo's :class:`~auditor.model.zoo.SmallResNet` detector."""
+"""Fast, deterministic training of the demo's detectors: :class:`~auditor.model.zoo.SmallResNet`
+(the default), or for the kit's controls across architectures :class:`~auditor.model.zoo.SmallVGG`
+(no BatchNorm) and :class:`~auditor.model.zoo.SmallHardSwishNet` (signed activations)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditor.model.zoo import SmallResNet
+from auditor.model.zoo import SmallHardSwishNet, SmallResNet, SmallVGG
 
 MEAN = (0.5, 0.5, 0.5)
 """Per-channel mean of the input normalisation ``(x / 255 - MEAN) / STD``."""
 STD = (0.5, 0.5, 0.5)
 """Per-channel standard deviation of the input normalisation."""
+ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
+    "resnet": lambda classes, width: SmallResNet(num_classes=classes, width=width),
+    "vgg": lambda classes, width: SmallVGG(num_classes=classes, widths=(width, 2 * width, 4 * width)),
+    "hardswish": lambda classes, width: SmallHardSwishNet(
+        num_classes=classes, widths=(width, 2 * width, 4 * width)
+    ),
+}
+"""The detectors `train_classifier` builds, by name: (classes, width) -> an untrained model."""
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -69,8 +79,9 @@ def train_classifier(
     lr: float = 3e-3,
     threads: int = 1,
     progress: bool = False,
-) -> SmallResNet:
-    """Train a :class:`SmallResNet` on uint8 ``N x H x W x 3`` images; return it in eval mode.
+    architecture: str = "resnet",
+) -> nn.Module:
+    """Train a detector of `architecture` (a key of :data:`ARCHITECTURES`) on uint8 ``N x H x W x 3`` images; return it in eval mode.
 
     Adam on cross-entropy over shuffled mini-batches drawn from a seeded generator, with
     deterministic algorithms on ``threads`` threads: the same inputs, ``seed`` and ``threads``
@@ -81,7 +92,7 @@ def train_classifier(
     torch.manual_seed(seed)
     x = to_tensor(images)
     y = torch.as_tensor(labels, dtype=torch.int64)
-    model = SmallResNet(num_classes=num_classes, width=width)
+    model = ARCHITECTURES[architecture](num_classes, width)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(seed)

@@ -104,3 +104,32 @@ class SmallVGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images ``N x C x H x W`` (normalised) to logits ``N x num_classes``."""
         return self.fc(self.flatten(self.pool(self.features(x))))
+
+
+class SmallHardSwishNet(nn.Module):
+    """A tiny MobileNet-style model with signed activations: ``features`` is a Sequential of
+    (conv3x3 stride 2, BatchNorm, Hardswish) triples, one per entry of ``widths``; the head is
+    ``pool`` (adaptive average) -> ``flatten`` -> ``fc``. Hardswish outputs are negative on
+    part of their range (down to -3/8), so channel means can be negative [Howard2019]."""
+
+    def __init__(
+        self, num_classes: int = 2, widths: tuple[int, ...] = (8, 16, 32), in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out_channels in widths:
+            layers += [
+                nn.Conv2d(channels, out_channels, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.Hardswish(),
+            ]
+            channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map images ``N x C x H x W`` (normalised) to logits ``N x num_classes``."""
+        return self.fc(self.flatten(self.pool(self.features(x))))

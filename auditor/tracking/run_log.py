@@ -200,7 +200,7 @@ def _params(report: dict[str, Any], config: AuditConfig) -> dict[str, Any]:
         "layer": report["channels"]["layer"],
         "method": report["channels"]["method"],
         "top_k": report["channels"]["k"],
-        "random_repeats": config.dropout.random_repeats,
+        "random_repeats": len(report["dropout"]["random_k_runs"]),
         "probes": ",".join(config.probes.names),
         "seed": config.seed,
     }

@@ -26,7 +26,7 @@ A config lists it like any built-in: `probes: {names: [grayscale, {name: invert,
 nothing ignore it.
 
 Modules: `base` (the `Probe` class and the registry), `transforms` (the built-in transforms),
-`occlusion` (the patch-occlusion grid and its map), `neutral` (each probe's neutral twin),
+`occlusion` (the patch-occlusion grid and its map), `neutral` (each probe's control: a donor's change transplanted),
 `effect` (a probe's effect on logits and on channel activations).
 """
 
