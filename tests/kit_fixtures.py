@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pytest
 
 from auditor.demo.kit import KIT_SIZES, KitData, make_scenario
-from auditor.demo.run import save_npz
-from auditor.demo.train import train_classifier
+from auditor.demo.run import DemoSizes, save_npz
+from auditor.demo.train import ARCHITECTURES, train_classifier
 
 from .conftest import Scenario
 
@@ -42,11 +43,20 @@ def _production(root: Path, data: KitData) -> Path:
     return save_npz(root / "production.npz", data.production.images, None, "prod")
 
 
-def _trained(root: Path, name: str, planted: bool) -> Scenario:
-    """Train a detector on the scenario's training split; save it as a local MLflow model
-    (default pt2 format) beside the labelled validation set and the unlabeled production set."""
-    data = make_scenario(name, planted=planted, seed=SEED, sizes=KIT_SIZES)
-    model = train_classifier(data.train.images, data.train.labels, seed=SEED)
+def _trained(
+    root: Path,
+    name: str,
+    planted: bool,
+    *,
+    seed: int = SEED,
+    sizes: DemoSizes = KIT_SIZES,
+    **training: Any,
+) -> Scenario:
+    """Train a detector on the scenario's training split (`training`: arguments of
+    `train_classifier` other than the defaults); save it as a local MLflow model (default pt2
+    format) beside the labelled validation set and the unlabeled production set."""
+    data = make_scenario(name, planted=planted, seed=seed, sizes=sizes)
+    model = train_classifier(data.train.images, data.train.labels, seed=seed, **training)
     model_dir = root / "model"
     example = np.zeros((2, 3, *data.train.images.shape[1:3]), np.float32)
     mlflow.pytorch.save_model(model, str(model_dir), input_example=example)
@@ -85,3 +95,23 @@ def subclass_scenario(
     unseen generator."""
     data = make_scenario("subclass", planted=True, seed=SEED, sizes=KIT_SIZES)
     return replace(control_scenario, production=_production(tmp_path_factory.mktemp("subclass"), data))
+
+
+CONTROL_SEEDS = (0, 1, 2)
+"""Seeds of the clean controls across architectures (data and training)."""
+CONTROL_SIZES = DemoSizes(train=400, validation=100, production=100)
+"""Samples per split of those controls: each trains in a few seconds on one core."""
+
+
+def clean_control(root: Path, architecture: str, seed: int) -> Scenario:
+    """The colour scenario's clean control (fakes carry the checkerboard only) as a tiny
+    detector of `architecture` (a key of `ARCHITECTURES`, width 4, 3 epochs) trained with
+    `seed` on `CONTROL_SIZES`."""
+    return _trained(
+        root, "colour", planted=False, seed=seed, sizes=CONTROL_SIZES,
+        architecture=architecture, width=4, epochs=3,
+    )
+
+
+CONTROL_MODELS = [(a, s) for a in ARCHITECTURES for s in CONTROL_SEEDS]
+"""Every (architecture, seed) of the clean controls."""

@@ -3,7 +3,7 @@ false-alarm rate.
 
 A validated top-k set alone is evidence, not a finding: every model relies on some channels.
 Every test of an audit belongs to one family, corrected together by Holm's step-down procedure
-[Holm1979], so that the chance that an audit of a model without any such effect reports one
+[Aickin1996], so that the chance that an audit of a model without any such effect reports one
 (the family-wise false-alarm rate) is at most `false_alarm_rate`:
 
 * `probe_sensitivity`, one test per probe and predicted class: removing the cue flips the

@@ -112,7 +112,7 @@ def mcnemar_p_value(discordant_for: int, discordant_against: int) -> float:
 
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values [Holm1979]: sorted ascending `p_(1) <= ... <=
+    """Holm's step-down adjusted p-values [Aickin1996]: sorted ascending `p_(1) <= ... <=
     p_(m)`, `p~_(j) = max_{i <= j} min(1, (m - i + 1) p_(i))`, in the input order. Rejecting
     every test with `p~ <= alpha` keeps the family-wise false-alarm rate (any false rejection
     among the m tests) at most alpha, whatever their dependence."""
