@@ -16,8 +16,8 @@ Every test of an audit belongs to one family, corrected together by Holm's step-
   channels are validated (dropping them costs more of the decision margin than dropping random
   channels: empirical p-value among the random sets, minimum effect `dropout_effect`) and they
   lose their activation under the probe (mean standardised loss against random channel sets,
-  `auditor.checks.probes.effect`; minimum effect `activation_collapse` of the share lost
-  beyond random sets). Both must hold: an intersection-union test [Berger1982], whose p-value
+  `auditor.checks.probes.effect`; minimum effect: the top-k loses at least
+  `activation_collapse` of its activation). Both must hold: an intersection-union test [Berger1982], whose p-value
   is the larger of the two.
 
 Severity says how large the effect is, every finding being significant at the stated rate:
@@ -62,8 +62,8 @@ class FindingThresholds:
     """When evidence is a finding (the config's `thresholds`): the stated family-wise
     `false_alarm_rate` of an audit's tests, and the minimum effects: the top-k margin drop
     beyond the random mean that validates a channel set, the class's flip rate beyond the
-    control's that makes a probe sensitive, and the share of activation lost beyond random
-    channel sets under a non-semantic probe."""
+    control's that makes a probe sensitive, and the share of activation the top-k loses under
+    a non-semantic probe."""
 
     dropout_effect: float
     probe_excess_flip: float
@@ -107,16 +107,16 @@ def dropout_p_value(dropout: DropoutTable) -> float:
 
 
 def shift_is_loss(shift: ProbeShift, thresholds: FindingThresholds) -> bool:
-    """The top-k loses activation under the probe, itself and beyond random channel sets: a
-    positive standardised loss, a positive share of activation lost, and that share at least
-    `activation_collapse` above the random sets' mean (the minimum effect; its significance
-    is tested in the audit's family). A gain is never a loss."""
+    """The top-k loses activation under the probe: a positive standardised loss and at least
+    `activation_collapse` of its activation (share lost over the channels' magnitudes; the
+    minimum effect). Whether that is beyond random channel sets is the test's p-value, not a
+    difference of shares: random sets of nearly silent channels can gain many times their
+    activation, which would make any difference look large. A gain is never a loss."""
     test = shift.test
     return (
         test is not None
         and test.statistic > 0
-        and shift.top_k_activation_drop > 0
-        and shift.collapse >= thresholds.activation_collapse
+        and shift.top_k_activation_drop >= thresholds.activation_collapse
     )
 
 

@@ -20,8 +20,8 @@ class Thresholds(StrictModel):
     )
     activation_collapse: float = Field(
         default=0.3,
-        description="top-k minus random-k mean share of activation lost under a probe (a "
-        "minimum effect; the shift must also be significant at false_alarm_rate)",
+        description="share of its activation the top-k loses under a probe (a minimum "
+        "effect; beyond random channel sets is tested at false_alarm_rate)",
     )
     false_alarm_rate: float = Field(
         default=0.05,
