@@ -238,14 +238,12 @@ class ActivationShiftTest(FindingEvidence):
 
 class SpuriousChannelsEvidence(FindingEvidence):
     """The validated top-k `channels` of `layer` for the samples predicted as one class, their
-    dropout effect, and their activation drop under the probe against random channel sets
-    (`activation_collapse` = top-k drop minus the random-k mean drop); `counterfactual`, where
-    the audit transplanted the cue (left out of the JSON otherwise)."""
     dropout effect, and their activation shift under the probe against random channel sets:
     `top_k_activation_drop`, the share of activation lost (`sum (m - m') / sum |m|`, < 0 a
     gain), the same for the dropout's random sets, `activation_collapse` = top-k minus their
-    mean, and `activation_test`, the standardised test against many random sets (absent in
-    findings stored before it)."""
+    mean, `activation_test`, the standardised test against many random sets, and `decision`
+    (both absent in findings stored before them); `counterfactual`, where the audit
+    transplanted the cue (left out of the JSON otherwise)."""
 
     layer: str
     class_index: int

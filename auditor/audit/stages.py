@@ -241,7 +241,7 @@ class ProbeJob:
     samples: SampleSet
     top_k: list[int]
     random_sets: list[list[int]]
-    null_sets: int
+    null_sets: int = ProbeSettings.model_fields["null_channel_sets"].default
 
 
 @dataclass(frozen=True)
