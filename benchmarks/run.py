@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from auditor.execution import progress
-from benchmarks import dropout, faiss_knn, parquet_source, relevance, scaling, srd
+from benchmarks import dropout, faiss_knn, families, parquet_source, relevance, scaling, srd
 
 Benchmark = Callable[[], dict[str, Any]]
 
 BENCHMARKS: list[Benchmark] = [
     relevance.lrp_channel_relevance,
     srd.bench_srd,
+    families.family_costs,
     dropout.dropout_validation_cost,
     faiss_knn.faiss_knn,
     scaling.audit_scaling,
