@@ -15,12 +15,15 @@ label column named by `targets` (class indices; missing = unknown)::
     )
 
 `evaluator_config` takes the sections of an audit config (`model` without `uri`, `preprocess`,
-`relevance`, `channels`, `dropout`, `probes`, `thresholds`, `batch_size`, `seed`), plus
-`image_column` (default "image"), `model_uri` (default: the evaluated model, as
-`models:/<logged model id>`) and `metric_prefix`. The audit (`auditor.audit.pipeline.audit`, nothing
-is written to the findings store) logs the metrics of `auditor.tracking.run_log` on the evaluation
-run, linked to the evaluated model and dataset, and its report and tables under
-`relevance_audit/`; the `EvaluationResult` carries the same metrics and artefacts.
+`relevance`, `channels`, `dropout`, `probes`, `thresholds`, `subclasses`, `gallery`, `drift`,
+`alerts`, `store_url`, `artifacts_dir`, `batch_size`, `seed`), plus `image_column` (default
+"image"), `model_uri` (default: the evaluated model, as `models:/<logged model id>`) and
+`metric_prefix`. The audit runs and is stored like any audit (`auditor.audit.lifecycle.run_audit`:
+in `store_url`, default `$AUDITOR_DB_URL`, else `.auditor/auditor.db`; drift against the model's
+previous audit, alerts, retention); it logs the metrics of `auditor.tracking.run_log` on the
+evaluation run, linked to the evaluated model and dataset, and its report and tables under
+`relevance_audit/` (with the HTML report, `findings.html`); the `EvaluationResult` carries the same metrics and artefacts, and the
+evaluation run is tagged `auditor.audit_id` with the stored audit's id.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from auditor.artefacts.report import build_report
-from auditor.audit.pipeline import audit
+from auditor.audit.lifecycle import run_audit
 from auditor.config import AuditConfig
 from auditor.data.images import FileImages
 from auditor.errors import ConfigError, SampleError
@@ -54,11 +57,13 @@ from auditor.tracking.resolve import download_samples
 from auditor.tracking.run_log import audit_metrics, write_artifacts
 
 ARTIFACT_DIR = "relevance_audit"
-SET_BY_THE_EVALUATOR = ("samples", "tracking_uri", "store_url", "mlflow_logging")
+AUDIT_ID_TAG = "auditor.audit_id"  # the tag `auditor.tracking.run_log` gives audit runs
+SET_BY_THE_EVALUATOR = ("samples", "tracking_uri", "mlflow_logging")
 ARTIFACT_TYPES: dict[str, type[EvaluationArtifact]] = {
     ".json": JsonEvaluationArtifact,
     ".csv": CsvEvaluationArtifact,
     ".yaml": TextEvaluationArtifact,
+    ".html": TextEvaluationArtifact,
 }
 CONFIG_FIX = (
     "see the evaluator_config keys in plugins/evaluator.py and the config format in README.md"
@@ -98,10 +103,12 @@ class RelevanceAuditEvaluator(ModelEvaluator):
                 dataset.features_data, dataset.labels_data, image_column, sample_file,
                 size=config.preprocess.size, tracking_uri=tracking_uri,
             )  # fmt: skip
-            report = {**build_report(0, audit(config)), "audit_id": None}  # nothing is stored
+            outcome = run_audit(config)  # stored like any audit
+            report = build_report(outcome.audit_id, outcome.result)
             metrics = {f"{prefix}{k}": v for k, v in audit_metrics(report).items()}
-            files = write_artifacts(report, config, Path(tmp) / ARTIFACT_DIR)
+            files = write_artifacts(report, config, Path(tmp) / ARTIFACT_DIR, stored=True)
             client.log_batch(run_id, metrics=_metrics(metrics, model_id, dataset))
+            client.set_tag(run_id, AUDIT_ID_TAG, str(outcome.audit_id))
             client.log_artifacts(run_id, str(Path(tmp) / ARTIFACT_DIR), ARTIFACT_DIR)
             artifact_root = client.get_run(run_id).info.artifact_uri
             artifacts = {
@@ -122,7 +129,7 @@ def evaluation_config(
     if taken:
         raise ConfigError(
             f"evaluator_config sets {', '.join(taken)}, which the evaluator fills in itself",
-            "remove them: the samples are the data passed to mlflow.models.evaluate",
+            "remove them: the samples are the data passed to mlflow.models.evaluate, its run holds the metrics",
         )
     raw = {
         **settings,

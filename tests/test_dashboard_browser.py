@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,41 @@ def test_overview_and_audit_pages_render(browser, dashboard_url: str, seeded_sto
     assert "Open access" in body
     assert "Traceback" not in body
     assert screenshot(browser, "dashboard-audit.png").stat().st_size > 10_000
+
+
+def test_html_report_opens_offline_with_findings_galleries_and_reviews(
+    browser, seeded_store: SeededStore, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    from auditor.store import AuditStore
+
+    store = AuditStore(seeded_store.url)
+    findings = store.findings(seeded_store.shortcut_audit)
+    store.add_review(findings[0].id, "confirmed", "dr-rossi", "tint visible on every fake")
+    store.close()
+    page = tmp_path / "shared" / "audit.html"
+    auditor_cli = str(Path(sys.executable).with_name("auditor"))
+    done = subprocess.run(
+        [auditor_cli, "report", "--audit", str(seeded_store.shortcut_audit), "--html", str(page),
+         "--db", seeded_store.url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing fetched
+
+    browser.get(page.as_uri())
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert f"Relevance audit {seeded_store.shortcut_audit}" in body
+    for finding in findings:
+        assert finding.title in body
+    assert "confirmed by dr-rossi: tint visible on every fake" in body
+    assert "not reviewed yet" in body  # the other findings
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert images and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
+    assert browser.find_elements(By.CSS_SELECTOR, "svg rect")  # evidence charts drawn
+    shot = screenshot(browser, "html-report.png")
+    from PIL import Image, ImageStat
+
+    pixels = Image.open(shot).convert("L")
+    assert ImageStat.Stat(pixels).stddev[0] > 20  # not a blank page

@@ -4,6 +4,7 @@ artefacts, identical to auditing the same images from their .npz file."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from auditor.audit.pipeline import audit
 from auditor.config import AuditConfig, Preprocess
 from auditor.data.samples import load_sample_set
 from auditor.errors import ConfigError, SampleError
+from auditor.store import AuditStore
 from auditor.tracking.run_log import audit_metrics
 
 from .conftest import Scenario
@@ -53,6 +55,11 @@ def test_evaluate_audits_a_dataframe_of_png_files(
 ):
     version = register(mlflow_server, shortcut_scenario.model, "evaluated")
     data = png_dataframe(shortcut_scenario.validation, tmp_path / "png", n=200)
+    store_url = f"sqlite:///{tmp_path / 'findings.db'}"
+    settings = {
+        "preprocess": NORMALISE, "seed": 3, "store_url": store_url,
+        "subclasses": {"enabled": False}, "artifacts_dir": str(tmp_path / "audit-artifacts"),
+    }  # fmt: skip
     with global_tracking_uri(mlflow_server):
         result = mlflow.models.evaluate(
             f"models:/evaluated/{version}",
@@ -60,7 +67,7 @@ def test_evaluate_audits_a_dataframe_of_png_files(
             targets="label",
             model_type="classifier",
             evaluators=["relevance-auditor"],
-            evaluator_config={"relevance-auditor": {"preprocess": NORMALISE, "seed": 3}},
+            evaluator_config={"relevance-auditor": settings},
         )
 
     # the same images audited from an .npz file give the same numbers
@@ -87,10 +94,21 @@ def test_evaluate_audits_a_dataframe_of_png_files(
     listed = {a.path for a in client.list_artifacts(result.run_id, "relevance_audit")}
     assert listed == {
         f"relevance_audit/{name}"
-        for name in ("report.json", "audit.yaml", "dropout.csv", "probes.csv", "channels.csv")
+        for name in ("report.json", "audit.yaml", "dropout.csv", "probes.csv", "channels.csv", "findings.html")
     }
     report = result.artifacts["relevance_audit_report"].content
-    assert report["audit_id"] is None and report["model"]["uri"] == f"models:/{model_id}"
+    assert report["model"]["uri"] == f"models:/{model_id}"
+    # the evaluation is an audit of the findings database, like any other
+    store = AuditStore(store_url)
+    (stored,) = store.list_audits()
+    assert stored.status == "succeeded" and report["audit_id"] == stored.id
+    assert sorted(f.kind for f in store.findings(stored.id)) == sorted(f["kind"] for f in report["findings"])
+    assert store.artefacts(stored.id)  # the galleries the dashboard shows
+    store.close()
+    page = result.artifacts["relevance_audit_findings"].content  # the HTML report of the stored audit
+    assert page.startswith("<!DOCTYPE html>") and f"Relevance audit {stored.id}" in page
+    assert all(html.escape(f["title"]) in page for f in report["findings"])
+    assert run.data.tags["auditor.audit_id"] == str(stored.id)
     assert report["samples"] == {"n": 200, "n_labelled": 200, "sets": {"evaluation": 200}}
     dropout = result.artifacts["relevance_audit_dropout"].content
     assert list(dropout["condition"])[:2] == ["baseline", "top_k"]
@@ -104,8 +122,9 @@ def test_evaluate_audits_a_dataframe_of_png_files(
 
 
 def test_evaluator_config_errors_are_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="evaluator_config sets samples, store_url"):
-        evaluation_config({"samples": [], "store_url": "x"}, "models:/m/1", tmp_path / "s.npz", "")
+    with pytest.raises(ConfigError, match="evaluator_config sets samples, tracking_uri"):
+        evaluation_config({"samples": [], "tracking_uri": "x"}, "models:/m/1", tmp_path / "s.npz", "")
+    assert evaluation_config({"store_url": "sqlite:///x.db"}, "models:/m/1", tmp_path / "s.npz", "").store_url == "sqlite:///x.db"
     with pytest.raises(ConfigError, match=r"evaluator_config: preprocess\.colour: Extra inputs"):
         evaluation_config({"preprocess": {"colour": 1}}, "models:/m/1", tmp_path / "s.npz", "")
 

@@ -78,7 +78,7 @@ def test_audit_is_logged_with_metrics_artefacts_and_tags(audited, mlflow_server,
     assert run.data.params["layer"] == result.channels.layer
 
     listed = {a.path for a in client.list_artifacts(run_id)}
-    assert listed == {"report.json", "audit.yaml", "dropout.csv", "probes.csv", "channels.csv"}
+    assert listed == {"report.json", "audit.yaml", "dropout.csv", "probes.csv", "channels.csv", "findings.html"}
     local = Path(
         mlflow.artifacts.download_artifacts(
             run_id=run_id, dst_path=str(tmp_path), tracking_uri=mlflow_server
@@ -86,6 +86,8 @@ def test_audit_is_logged_with_metrics_artefacts_and_tags(audited, mlflow_server,
     )
     report = json.loads((local / "report.json").read_text())
     assert report == json.loads(json.dumps(build_report(outcome.audit_id, result)))
+    page = (local / "findings.html").read_text()  # the HTML report, as `auditor report --html` writes it
+    assert f"Relevance audit {outcome.audit_id}" in page and "data:image/png;base64," in page
     with (local / "dropout.csv").open() as handle:
         dropout = list(csv.DictReader(handle))
     repeats = len(result.dropout.random_sets)

@@ -21,6 +21,7 @@ from rich.console import Console
 from auditor.audit.cancellation import AuditCancelled, CancelRequest
 from auditor.cli.dashboard import dashboard
 from auditor.cli.neighbours import neighbours
+from auditor.cli.report import report
 from auditor.cli.schedule import schedule
 from auditor.errors import AuditorError
 from auditor.redaction import redact
@@ -132,6 +133,7 @@ def db_current(
 
 
 app.command("neighbours")(neighbours)
+app.command("report")(report)
 app.command()(schedule)
 app.command("dashboard")(dashboard)
 

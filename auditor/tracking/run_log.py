@@ -6,7 +6,8 @@ One run per audit in the experiment `mlflow_logging.experiment` (default "releva
   random-k averaged over its repeats), probe metrics and activation drops
   (`probe.grayscale.flip_rate`, `probe.grayscale.neutral.flip_rate`, ...), finding counts
   (`findings.total`, `findings.high`, ...), sample counts;
-* artefacts: the JSON report (`report.json`), the audit config (`audit.yaml`) and the tables
+* artefacts: the JSON report (`report.json`), the HTML report (`findings.html`, see
+  `auditor.artefacts.html_report`), the audit config (`audit.yaml`) and the tables
   `dropout.csv`, `probes.csv`, `channels.csv`;
 * run tags `auditor.audit_id`, `auditor.model_name`, `auditor.model_version`,
   `auditor.model_uri` (search: `tags."auditor.model_name" = 'counterfeit'`).
@@ -39,15 +40,18 @@ from mlflow.entities import LoggedModelInput, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from auditor.artefacts.html_report import write_audit_html
 from auditor.artefacts.report import build_report
 from auditor.config import AuditConfig
 from auditor.redaction import redact
 from auditor.results import AuditOutcome, ModelRef
+from auditor.store import AuditStore
 from auditor.tracking.resolve import check_tracking_server
 
 logger = logging.getLogger(__name__)
 
 SEVERITIES = ("high", "medium", "low")
+HTML_REPORT = "findings.html"
 COUNT_FIELDS = ("n_samples", "n_labelled")  # per condition; logged once as samples.*
 LOGGED_MODEL_SOURCE = re.compile(r"models:/(m-[0-9a-f]+)")
 
@@ -90,8 +94,11 @@ def audit_metrics(report: dict[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items()}
 
 
-def write_artifacts(report: dict[str, Any], config: AuditConfig, folder: Path) -> list[Path]:
-    """Write the report, the config and the dropout / probe / channel tables into `folder`."""
+def write_artifacts(
+    report: dict[str, Any], config: AuditConfig, folder: Path, *, stored: bool = False
+) -> list[Path]:
+    """Write the report, the config and the dropout / probe / channel tables into `folder`;
+    for an audit `stored` in `config.store_url`, also its HTML report (`findings.html`)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "report.json": json.dumps(report, indent=2),
@@ -106,7 +113,14 @@ def write_artifacts(report: dict[str, Any], config: AuditConfig, folder: Path) -
     }
     for name, rows in tables.items():
         _write_csv(folder / name, rows)
-    return [folder / name for name in (*files, *tables)]
+    written = [folder / name for name in (*files, *tables)]
+    if stored:
+        store = AuditStore(config.store_url)
+        try:
+            written.append(write_audit_html(store, report["audit_id"], folder / HTML_REPORT))
+        finally:
+            store.close()
+    return written
 
 
 def _log(outcome: AuditOutcome, config: AuditConfig) -> str:
@@ -138,7 +152,7 @@ def _log(outcome: AuditOutcome, config: AuditConfig) -> str:
         if model_id is not None:
             client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
         with tempfile.TemporaryDirectory(prefix="auditor-mlflow-") as tmp:
-            write_artifacts(report, config, Path(tmp))
+            write_artifacts(report, config, Path(tmp), stored=True)
             client.log_artifacts(run_id, tmp)
         if model.version is not None:
             findings = int(metrics["findings.total"])
