@@ -52,3 +52,20 @@ def configure_logging(level: int = logging.WARNING, fmt: str = LOG_FORMAT) -> lo
     logger.setLevel(level)
     logger.propagate = False
     return logger
+
+
+def route_library_logs(names: tuple[str, ...]) -> None:
+    """Send the records of a library's loggers (Ray's, which install console handlers of their
+    own at INFO) through the `auditor` logger's handlers and level instead: their handlers
+    are removed, their level becomes the auditor's, and they stop propagating. Their file
+    handlers (Ray's session logs) stay."""
+    auditor = logging.getLogger(AUDITOR_LOGGER)
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if not isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+        for handler in auditor.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(auditor.getEffectiveLevel())
+        logger.propagate = False

@@ -25,8 +25,11 @@ from auditor.config.executor import ExecutorSettings
 from auditor.data.images import ImageSource
 from auditor.errors import AuditorError, ConfigError
 from auditor.execution.base import BatchResult, Executor, M, PassTask
+from auditor.logs import route_library_logs
 
 ROW = "__row__"
+#: the loggers Ray and Ray Data configure with handlers of their own
+RAY_LOGGERS = ("ray", "ray.data")
 
 
 class _Worker:
@@ -66,12 +69,14 @@ class RayExecutor(Executor):
             ) from err
         self.settings = settings
         self._started = False
+        route_library_logs(RAY_LOGGERS)  # Ray's records through the auditor's handler and level
         if not ray.is_initialized():
             self._started = True
             self._init(ray, settings)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the auditor shows its own
         context.print_on_execution_start = False
+        route_library_logs(RAY_LOGGERS)  # ray.init and ray.data set their own handlers again
 
     @staticmethod
     def _init(ray: Any, settings: ExecutorSettings) -> None:
@@ -105,7 +110,7 @@ class RayExecutor(Executor):
             _Worker,
             fn_constructor_args=(model, task, images, batch_size),
             batch_size=1,
-            concurrency=self.settings.num_workers,
+            compute=ray.data.ActorPoolStrategy(size=self.settings.num_workers),
             num_cpus=self.settings.cpus_per_worker,
             num_gpus=self.settings.gpus_per_worker,
         )
