@@ -54,10 +54,10 @@ def configure_logging(level: int = logging.WARNING, fmt: str = LOG_FORMAT) -> lo
     return logger
 
 
-def route_library_logs(names: tuple[str, ...]) -> None:
+def route_library_logs(names: tuple[str, ...], level: int | None = None) -> None:
     """Send the records of a library's loggers (Ray's, which install console handlers of their
-    own at INFO) through the `auditor` logger's handlers and level instead: their handlers
-    are removed, their level becomes the auditor's, and they stop propagating. Their file
+    own at INFO) through the `auditor` logger's handlers instead, at `level` (default: the
+    auditor's): their other handlers are removed and they stop propagating. Their file
     handlers (Ray's session logs) stay."""
     auditor = logging.getLogger(AUDITOR_LOGGER)
     for name in names:
@@ -67,5 +67,5 @@ def route_library_logs(names: tuple[str, ...]) -> None:
                 logger.removeHandler(handler)
         for handler in auditor.handlers:
             logger.addHandler(handler)
-        logger.setLevel(auditor.getEffectiveLevel())
+        logger.setLevel(auditor.getEffectiveLevel() if level is None else level)
         logger.propagate = False

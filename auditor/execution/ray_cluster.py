@@ -24,8 +24,9 @@ from auditor import errors
 from auditor.config.executor import ExecutorSettings
 from auditor.data.images import ImageSource
 from auditor.errors import AuditorError, ConfigError
+from auditor.execution import progress
 from auditor.execution.base import BatchResult, Executor, M, PassTask
-from auditor.logs import route_library_logs
+from auditor.logs import AUDITOR_LOGGER, route_library_logs
 
 ROW = "__row__"
 #: the loggers Ray and Ray Data configure with handlers of their own
@@ -69,18 +70,19 @@ class RayExecutor(Executor):
             ) from err
         self.settings = settings
         self._started = False
-        route_library_logs(RAY_LOGGERS)  # Ray's records through the auditor's handler and level
+        route_library_logs(RAY_LOGGERS, _ray_level())  # before ray.init logs anything
         if not ray.is_initialized():
             self._started = True
             self._init(ray, settings)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the auditor shows its own
         context.print_on_execution_start = False
-        route_library_logs(RAY_LOGGERS)  # ray.init and ray.data set their own handlers again
+        route_library_logs(RAY_LOGGERS, _ray_level())  # ray.data set up its own handlers on import
 
     @staticmethod
     def _init(ray: Any, settings: ExecutorSettings) -> None:
-        options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        # Ray's logging stays the auditor's (route_library_logs): no handlers of Ray's own
+        options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if settings.address in ("auto", "local"):
             if settings.address == "auto":
                 try:
@@ -130,6 +132,13 @@ class RayExecutor(Executor):
         if self._started and ray.is_initialized():
             ray.shutdown()
             self._started = False
+
+
+def _ray_level() -> int:
+    """Ray's records at the auditor's level, at least WARNING; with `--quiet` (no progress
+    bars) its warnings too are left out, errors stay."""
+    level = max(logging.getLogger(AUDITOR_LOGGER).getEffectiveLevel(), logging.WARNING)
+    return level if progress.enabled else max(level, logging.ERROR)
 
 
 _CARRIED = re.compile(r"<<auditor-error (\{.*?\}) auditor-error>>", re.DOTALL)
