@@ -76,6 +76,7 @@ def test_audit_is_logged_with_metrics_artefacts_and_tags(audited, mlflow_server,
     assert metrics["findings.high"] == high
     assert metrics["findings.total"] == len(result.findings)
     assert run.data.params["layer"] == result.channels.layer
+    assert run.data.params["model_version"] == "1"
 
     listed = {a.path for a in client.list_artifacts(run_id)}
     assert listed == {"report.json", "audit.yaml", "dropout.csv", "probes.csv", "channels.csv", "findings.html"}

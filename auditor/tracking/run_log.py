@@ -211,6 +211,7 @@ def _tag_model_version(
 def _params(report: dict[str, Any], config: AuditConfig) -> dict[str, Any]:
     return {
         "model_uri": report["model"]["uri"],
+        "model_version": report["model"]["version"] or "",  # the x of MLflow's compare view
         "layer": report["channels"]["layer"],
         "method": report["channels"]["method"],
         "top_k": report["channels"]["k"],
