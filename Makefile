@@ -28,7 +28,8 @@ test: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: venv
-	$(BIN)/python -m benchmarks.run
+	# quick by default (minutes on 2 cores); make bench FULL=1 for the full-size problems
+	BENCH_FULL=$(if $(FULL),1,0) $(BIN)/python -m benchmarks.run
 
 lint: venv
 	$(BIN)/ruff check auditor plugins dashboards migrations tests benchmarks

@@ -26,6 +26,7 @@ BENCHMARKS: list[Benchmark] = [
     families.family_costs,
     dropout.dropout_validation_cost,
     faiss_knn.faiss_knn,
+    faiss_knn.knn_graph_workload,
     scaling.audit_scaling,
     scaling.streaming_memory,
     parquet_source.parquet_source_memory,

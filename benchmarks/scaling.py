@@ -42,9 +42,11 @@ from auditor.demo.run import save_npz
 from auditor.demo.scenario import make_counterfeit_data
 from auditor.demo.train import MEAN, STD, train_classifier
 from auditor.execution import progress
+from benchmarks import mode
 from benchmarks.timing import status_kib
 
 SIZES = (1_000, 2_000, 4_000, 8_000)
+QUICK_SIZES = (1_000, 2_000, 4_000)
 TRAIN, EPOCHS, SEED = 1_000, 2, 0
 EXTRA_STAGES = ("subclasses", "gallery")
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,13 +126,14 @@ def run_audits(sizes: tuple[int, ...]) -> dict[int, dict[str, Any]]:
 
 
 def audit_scaling() -> dict[str, Any]:
-    runs = run_audits(SIZES)
-    sizes = list(SIZES)
+    chosen = SIZES if mode.full() else QUICK_SIZES
+    runs = run_audits(chosen)
+    sizes = list(chosen)
     total = [runs[n]["seconds"] for n in sizes]
     plain = [runs[n]["seconds"] - sum(runs[n]["timings"].get(s, 0.0) for s in EXTRA_STAGES) for n in sizes]
     memory = [runs[n]["peak_growth_mib"] for n in sizes]
     return {
-        "command": COMMAND,
+        "command": mode.prefix() + COMMAND,
         "setup": f"SmallResNet width 8 trained {EPOCHS} epochs on {TRAIN} images (seed {SEED}), "
         "pt2 MLflow model; N/2 labelled reference + N/2 unlabelled production 64x64 samples; "
         "default audit config (subclasses and galleries on); run_checks with an artifact dir; "
@@ -149,18 +152,20 @@ def audit_scaling() -> dict[str, Any]:
 
 
 MEMORY_SIZES = (2_000, 20_000)
+QUICK_MEMORY_SIZES = (1_000, 5_000)
 MEMORY_COMMAND = ".venv/bin/python -m benchmarks.run streaming_memory"
 
 
 def streaming_memory() -> dict[str, Any]:
     """Peak RSS of the same audit over 2 000 and 20 000 samples (target: ratio <= 1.3)."""
-    runs = run_audits(MEMORY_SIZES)
-    small, large = (runs[n] for n in MEMORY_SIZES)
+    sizes = MEMORY_SIZES if mode.full() else QUICK_MEMORY_SIZES
+    runs = run_audits(sizes)
+    small, large = (runs[n] for n in sizes)
     return {
-        "command": MEMORY_COMMAND,
-        "setup": "as audit_scaling, N = 2 000 and 20 000 (64x64 images, .npz on disk), "
+        "command": mode.prefix() + MEMORY_COMMAND,
+        "setup": f"as audit_scaling, N = {sizes[0]} and {sizes[1]} (64x64 images, .npz on disk), "
         "local executor streaming batches of 64",
-        "samples": list(MEMORY_SIZES),
+        "samples": list(sizes),
         "peak_rss_mib": [round(r["peak_mib"], 1) for r in (small, large)],
         "peak_rss_ratio": round(large["peak_mib"] / small["peak_mib"], 3),
         "seconds": [round(r["seconds"], 1) for r in (small, large)],

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from auditor.artefacts.embeddings import load_index, load_space, save_index
 from auditor.audit.subclass_stage import subclass_stage
+from auditor.checks import knn_graph as knn_graph_module
 from auditor.checks import neighbours as index_module
 from auditor.checks.embedding_space import LayerEmbeddings
+from auditor.checks.knn_graph import exact_graph, knn_graph, recall
 from auditor.checks.neighbours import build_index, choose_kind, nearest_other, search
 from auditor.cli.neighbours import neighbours
 from auditor.errors import SampleError, StoreError
@@ -205,3 +207,31 @@ def test_indexes_built_from_shards_recall_as_built_at_once(kind, monkeypatch):
     assert np.array_equal(search(build_index(data, "flat"), queries, 10).indices, exact)
     approx = search(build_index(data.astype(np.float16), kind, seed=3), queries, 10).indices
     assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) >= 0.9
+
+
+@pytest.mark.parametrize("n", [300, 2_500])
+def test_knn_graph_is_exact_below_the_switch_and_tuned_above(n, monkeypatch):
+    """Every row's k nearest other rows: exact brute force up to EXACT_UP_TO rows; above it the
+    cell-batched inverted file, whose nprobe is tuned until the sampled recall reaches the
+    target, and whose graph then has recall@10 >= 0.95 against exact search."""
+    monkeypatch.setattr(knn_graph_module, "EXACT_UP_TO", 1_000)
+    monkeypatch.setattr(knn_graph_module, "TUNE_QUERIES", 200)
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(8, 16)).astype(np.float32) * 4
+    x = (centres[rng.integers(8, size=n)] + rng.normal(size=(n, 16))).astype(np.float32)
+    graph = knn_graph(x, 10, seed=3)
+    truth = exact_graph(x, 10)
+    assert graph.indices.shape == (n, 10)
+    assert not (graph.indices == np.arange(n)[:, None]).any()  # never itself
+    assert (np.diff(graph.distances, axis=1) >= -1e-5).all()  # nearest first
+    if n <= 1_000:
+        assert graph.method == "exact"
+        brute = np.linalg.norm(x[:, None] - x[None], axis=2)
+        np.fill_diagonal(brute, np.inf)
+        np.testing.assert_allclose(graph.distances, np.sort(brute, axis=1)[:, :10], rtol=1e-4, atol=1e-4)
+    else:
+        assert graph.method == "cells" and graph.recall >= knn_graph_module.TARGET_RECALL
+        assert 1 <= graph.nprobe <= graph.nlist == round(2 * np.sqrt(n))
+        assert recall(graph.indices, truth.indices) >= 0.95
+        again = knn_graph(x, 10, seed=3)
+        np.testing.assert_array_equal(again.indices, graph.indices)  # seeded

@@ -1,5 +1,5 @@
 """Spectral clusters of embeddings (SpRAy; Ng, Jordan, Weiss 2001): the symmetric graph `A` of
-each sample's `graph_neighbours` nearest samples (FAISS), its normalised Laplacian
+each sample's `graph_neighbours` nearest samples (`auditor.checks.knn_graph`), its normalised Laplacian
 `L = I - D^-1/2 A D^-1/2` with eigenvalues `l_1 <= l_2 <= ...`; `k = argmax_{2<=k<=k_max}
 (l_{k+1} - l_k)` (eigengap) unless `k` is set; the rows of the first `k` eigenvectors, scaled to
 unit length, clustered by FAISS k-means (seeded, fixed iterations, `KMEANS_RESTARTS` starts).
@@ -17,6 +17,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import laplacian
 from scipy.sparse.linalg import eigsh
 
+from auditor.checks.knn_graph import knn_graph
 from auditor.checks.neighbours import IndexHandle, IndexSetting, build_index, choose_kind, search
 
 MIN_SAMPLES = 20
@@ -59,9 +60,9 @@ def _subsample(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def _graph(index: IndexHandle, x: np.ndarray, neighbours: int) -> sparse.csr_matrix:
-    """Symmetric 0/1 adjacency of each row's `neighbours` nearest other rows."""
-    found = search(index, x, neighbours + 1)
+def _graph(x: np.ndarray, neighbours: int, seed: int) -> sparse.csr_matrix:
+    """Symmetric 0/1 adjacency of each row's `neighbours` nearest other rows (`knn_graph`)."""
+    found = knn_graph(x, neighbours, seed=seed)
     rows = np.repeat(np.arange(len(x)), found.indices.shape[1])
     cols = found.indices.ravel()
     keep = (cols >= 0) & (cols != rows)
@@ -89,7 +90,7 @@ def spectral_clusters(
         index = build_index(clustered, kind, seed=seed)
     neighbours = min(settings.graph_neighbours, len(rows) - 1)
     n_eigen = min(settings.k_max + 1, len(rows) - 1)
-    lap = laplacian(_graph(index, clustered, neighbours), normed=True)
+    lap = laplacian(_graph(clustered, neighbours, seed), normed=True)
     v0 = np.random.default_rng(seed).random(len(rows))
     values, vectors = eigsh(lap, k=n_eigen, sigma=LAPLACIAN_SHIFT, which="LM", v0=v0)
     order = np.argsort(values)
