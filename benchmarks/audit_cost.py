@@ -11,8 +11,8 @@ reference and 400 unlabelled production 48 x 48 samples (`.npz`). Two audits in 
   scans its 4 x 4 grid).
 
 The figure of each is the audit's wall time over its own `relevance_pass` stage (the same run,
-so load on a shared machine hits both alike), with the stage timings beside it. One torch and
-one FAISS thread.
+so load on a shared machine hits both alike), with the stage timings beside it, after one
+warm-up audit (first calls, imports). One torch and one FAISS thread.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def audit_cost() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="audit-cost-") as tmp:
             root = Path(tmp)
             model_dir = prepare(root)
+            _one(config(root, model_dir, "warm-up", None), root / "artifacts-warm-up" / "audit-1")
             runs = {
                 name: _one(config(root, model_dir, name, chosen), root / f"artifacts-{name}" / "audit-1")
                 for name, chosen in (("default", None), ("full_library", probes))

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from auditor.execution import progress
-from benchmarks import dropout, faiss_knn, families, parquet_source, relevance, scaling, srd
+from benchmarks import (
+    audit_cost,
+    dropout,
+    faiss_knn,
+    families,
+    parquet_source,
+    relevance,
+    scaling,
+    srd,
+)
 
 Benchmark = Callable[[], dict[str, Any]]
 
@@ -27,6 +36,7 @@ BENCHMARKS: list[Benchmark] = [
     dropout.dropout_validation_cost,
     faiss_knn.faiss_knn,
     faiss_knn.knn_graph_workload,
+    audit_cost.audit_cost,
     scaling.audit_scaling,
     scaling.streaming_memory,
     parquet_source.parquet_source_memory,
