@@ -13,7 +13,9 @@ For each channel c of the audited layer:
   (`relevance.target`: predicted class, or label where known), recomputed through the head for
   the gallery samples only; the region is the receptive field of `(h*, w*)`
   (`auditor.model.receptive_field`). Where channel c holds no positive relevance for the sample (the
-  model did not use it for that decision) its activation's argmax locates the region instead;
+  model did not use it for that decision) its activation's argmax locates the region instead.
+  At a token layer (`auditor.model.tokens`) the maps are the patch tokens on their grid and the
+  region is the patch of the peak token;
 * its channel-conditional input heatmap: the layer relevance with every other channel zeroed,
   `R_i[c', h, w] * [c' = c]`, propagated through the trunk to the image with the same LRP
   composite (`LRP.attribute_from`) and summed over colour channels -- the pixels that carry
@@ -43,7 +45,8 @@ from auditor.data.samples import SampleSet, normalize
 from auditor.evidence import FINDING_KINDS
 from auditor.execution.progress import sample_bar
 from auditor.model.graph import SplitModel
-from auditor.model.receptive_field import receptive_fields
+from auditor.model.receptive_field import Box, receptive_fields
+from auditor.model.tokens import TOKEN_RANK, patch_box, patch_grid
 from auditor.relevance import LRP, Composite
 from auditor.results import ChannelTable, ClassAnalysis, Finding, GalleryEntry, GalleryResult
 
@@ -59,6 +62,26 @@ def peak_positions(
         h, w = divmod(int(source.flatten().argmax()), source.shape[1])
         peaks.append(((h, w), name))
     return peaks
+
+
+def located_regions(
+    split: SplitModel,
+    image_shape: tuple[int, ...],
+    maps: torch.Tensor,
+    activation: torch.Tensor,
+    channels: Sequence[int],
+    batch_size: int,
+) -> tuple[list[Box], list[tuple[tuple[int, int], str]]]:
+    """Per channel map (M x h x w, or M x T at a token layer): the input region of its peak and
+    the peak (`peak_positions`); the receptive field of the peak unit, or at a token layer the
+    patch of the peak token on the patch grid."""
+    if maps.dim() == TOKEN_RANK - 1:
+        grid = patch_grid(maps)
+        peaks = peak_positions(grid, patch_grid(activation))
+        return [patch_box(p, grid.shape[-1], image_shape[1:]) for p, _ in peaks], peaks
+    peaks = peak_positions(maps, activation)
+    positions = [(c, *position) for c, (position, _) in zip(channels, peaks)]
+    return receptive_fields(split.trunk, image_shape, positions, batch_size), peaks
 
 
 def gallery_channel_sets(
@@ -162,13 +185,10 @@ def gallery_evidence(
     rows = [shown.index(i) for _, i in pairs]
     pair_channels = [c for c, _ in pairs]
     maps = relevance[rows, pair_channels]
-    peaks = peak_positions(maps, activations[rows, pair_channels])
-    boxes = receptive_fields(
-        split.trunk,
-        samples.images.shape[1:],
-        [(c, *position) for c, (position, _) in zip(pair_channels, peaks)],
+    boxes, peaks = located_regions(
+        split, samples.images.shape[1:], maps, activations[rows, pair_channels], pair_channels,
         config.batch_size,
-    )
+    )  # fmt: skip
     images = shown_images[rows].numpy()
     with sample_bar("gallery heatmaps", len(pairs), unit="maps") as advance:
         heatmaps = channel_heatmaps(

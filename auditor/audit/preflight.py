@@ -23,6 +23,7 @@ from auditor.errors import (
     SampleError,
 )
 from auditor.model.graph import ModelGraph, SplitModel
+from auditor.model.tokens import TOKEN_RANK
 from auditor.relevance import LRP, composite
 
 LAYER_FIX = "choose a convolutional block, see `auditor layers`"
@@ -36,7 +37,8 @@ def check_inputs(graph: ModelGraph, split: SplitModel, samples: SampleSet, confi
     if not is_spatial(shape):
         raise LayerNotAuditableError(
             f"layer '{split.layer}' has outputs of shape {shape_text(shape)} with no spatial "
-            "channels (channel relevance, dropout and occlusion need N x C x H x W)",
+            "channels (channel relevance, dropout and occlusion need N x C x H x W, or tokens "
+            "N x T x D)",
             LAYER_FIX,
         )
     top_k_size(shape[1], config)
@@ -73,8 +75,9 @@ def shape_text(shape: tuple[int, ...]) -> str:
 
 
 def is_spatial(shape: tuple[int, ...]) -> bool:
-    """Outputs of `shape` are channels over space (N x C x H x W)."""
-    return len(shape) == 4
+    """Outputs of `shape` are channels over space: N x C x H x W, or a token layer's N x T x D
+    (the audit sees it channels first, `auditor.model.tokens`)."""
+    return len(shape) in (4, TOKEN_RANK)
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,19 @@ from auditor.errors import LayerNotFoundError, ModelLoadError
 from auditor.model.batch import generalise_batch
 from auditor.model.canonical import canonicalise
 from auditor.model.ops import (
+    ATTENTION_OPS,
     BATCH_NORM_OPS,
     CONV_OPS,
     GATE_OPS,
     GLOBAL_POOL_OPS,
+    LAYER_NORM_OPS,
     MOVE_OPS,
     PRODUCT_OPS,
     RESHAPE_OPS,
     SHAPE_OPS,
 )
 from auditor.model.outputs import Outputs, audited_scores
+from auditor.model.tokens import TOKEN_RANK
 
 aten = torch.ops.aten
 
@@ -55,6 +58,12 @@ def describe_node(node: fx.Node, detail: str = "") -> str:
     paths = module_paths(node)
     where = f"module '{paths[-1]}'" if paths else "the root module"
     return f"operation {node.target}{detail} at node '{node.name}' in {where}"
+
+
+def rank(node: fx.Node) -> int | None:
+    """The rank of the tensor a node computes, from its recorded value (None if unrecorded)."""
+    value = node.meta.get("val")
+    return value.dim() if isinstance(value, torch.Tensor) else None
 
 
 def input_dependent(gm: fx.GraphModule) -> list[fx.Node]:
@@ -213,21 +222,34 @@ class ModelGraph:
                 f"layer '{layer}' is not a module of the model", hint
             ) from None
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether the graph holds transformer operations (softmax, LayerNorm)."""
+        return any(n.target in ATTENTION_OPS for n in self._compute)
+
+    def is_token_layer(self, layer: str) -> bool:
+        """Whether `layer` outputs tokens, N x T x D (`auditor.model.tokens`)."""
+        return rank(self.output_node(layer)) == TOKEN_RANK
+
     def default_layer(self) -> str:
         """The output of the last feature block: the outermost module whose output is the
         input of the classifier's global pooling. That pooling is the first global pool that
         is not a gate (a squeeze-excitation pool, whose result multiplies its own input, is
-        one), else the first flatten to N x features (`x.view(x.size(0), -1)`)."""
+        one) nor a flatten of the grid into tokens; in a transformer, the read of the class
+        token (`x[:, 0]`), final LayerNorm skipped (the last block); else the first flatten to
+        N x features (`x.view(x.size(0), -1)`)."""
         convs = [n for n in self._compute if n.target in CONV_OPS]
-        pools = [n for n in self._compute if n.target in GLOBAL_POOL_OPS and not _is_gate_pool(n)]
+        heads = [n for n in self._compute if _is_head_start(n)]
         flattens = [n for n in self._compute if n.target in RESHAPE_OPS and _to_rank_2(n)]
-        if not (pools or flattens) or not convs:
+        if not (heads or flattens) or not convs:
             raise LayerNotFoundError(
                 "the model has no convolution followed by global pooling",
                 "name the audited layer in the config (model.layer)",
             )
-        node = (pools or flattens)[0].args[0]
-        while isinstance(node, fx.Node) and node.op == "call_function" and not module_paths(node):
+        node = (heads or flattens)[0].args[0]
+        while isinstance(node, fx.Node) and node.op == "call_function" and (
+            not module_paths(node) or node.target in LAYER_NORM_OPS
+        ):
             node = node.args[0]
         for path in module_paths(node) if isinstance(node, fx.Node) else []:
             if self._last_node[path] is node:
@@ -261,11 +283,15 @@ class ModelGraph:
             env[node] = trunk.node_copy(node, lambda n: env[n])
             if node is cut:
                 break
-        trunk.output(env[cut])
+        tokens = rank(cut) == TOKEN_RANK  # the activation channels first, N x D x T
+        trunk.output(trunk.call_function(aten.transpose.int, (env[cut], 1, 2)) if tokens else env[cut])
 
         head = fx.Graph()
-        henv: dict[fx.Node, fx.Node] = {cut: head.placeholder("activation")}
-        henv[cut].meta[CUT_LAYER] = layer
+        activation = head.placeholder("activation")
+        activation.meta[CUT_LAYER] = layer
+        henv: dict[fx.Node, fx.Node] = {
+            cut: head.call_function(aten.transpose.int, (activation, 1, 2)) if tokens else activation
+        }
         for node in graph.nodes:
             if node.op == "output":
                 head.output(henv[node.args[0]])
@@ -319,6 +345,17 @@ def _to_rank_2(node: fx.Node) -> bool:
     """Whether a reshape's target shape has two dimensions (N x features)."""
     shape = node.args[1] if len(node.args) > 1 else None
     return isinstance(shape, (list, tuple)) and len(shape) == 2
+
+
+def _is_head_start(node: fx.Node) -> bool:
+    """Where the classifier head starts: a global pooling that is not a gate nor a flatten of
+    the spatial grid into tokens, or the read of a class token from N x T x D tokens."""
+    if node.target in GLOBAL_POOL_OPS:
+        return rank(node) != TOKEN_RANK and not _is_gate_pool(node)
+    if node.target is aten.select.int:
+        source = node.args[0]
+        return node.args[1:] == (1, 0) and isinstance(source, fx.Node) and rank(source) == TOKEN_RANK
+    return False
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:

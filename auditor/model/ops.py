@@ -93,13 +93,24 @@ proportional share."""
 SUM_OPS = frozenset({aten.add.Tensor, aten.sub.Tensor})
 """Elementwise sums (residual additions): LRP's epsilon rule over the summands."""
 
-PRODUCT_OPS = frozenset(
-    {aten.mul.Tensor, aten.div.Tensor, aten.matmul.default, aten.bmm.default, aten.mm.default}
-)
+MATRIX_PRODUCT_OPS = frozenset({aten.matmul.default, aten.bmm.default, aten.mm.default})
+"""Matrix products: bilinear in their two operands where both depend on the input (attention's
+`q k^T` and `A v`)."""
+
+PRODUCT_OPS = MATRIX_PRODUCT_OPS | {aten.mul.Tensor, aten.div.Tensor}
 """Products of tensors (gating, attention): LRP's signal-takes-all rule."""
 
 SOFTMAX_OPS = frozenset({aten.softmax.int, aten._softmax.default})
-"""Shape-preserving normalisations that pass relevance unchanged, like an activation."""
+"""Softmax: under a conservative composite it gates a product (its output is held constant,
+[Ali2022]); under AttnLRP it gets the softmax rule [Achtibat2024]."""
+
+LAYER_NORM_OPS = frozenset({aten.layer_norm.default})
+"""LayerNorm over the last dimension(s) (token features): LRP's LayerNorm rule, the division by
+the standard deviation held constant [Ali2022, Achtibat2024]."""
+
+ATTENTION_OPS = SOFTMAX_OPS | LAYER_NORM_OPS
+"""Operations that mark a transformer: methods built for convolutional encoders (SRD) refuse
+a graph holding them."""
 
 GATE_OPS = SOFTMAX_OPS | {aten.sigmoid.default, aten.hardsigmoid.default}
 """Operations whose output gates a product (squeeze-excitation's sigmoid / hardsigmoid,
@@ -129,7 +140,7 @@ MAX_POOL_OPS = frozenset({aten.max_pool2d.default, aten.max_pool2d_with_indices.
 
 ROUTED_OPS = MAX_POOL_OPS | VIEW_OPS | {
     aten.cat.default, aten.slice.Tensor, aten.select.int, aten.stack.default,
-    aten.sym_size.int, operator.getitem,
+    aten.unbind.int, aten.sym_size.int, operator.getitem,
 }  # fmt: skip
 """Operations whose gradient routes values (max pooling, views and reshapes, concatenation,
 slicing): relevance follows the gradient."""

@@ -70,6 +70,12 @@ def _method(
             f"relevance method '{name}' explains the input only, not layer '{layer}'",
             "leave layer unset, or use a method such as lrp",
         )
+    if not cls.supports_attention and graph.has_attention:
+        raise RelevanceError(
+            f"relevance method '{name}' does not apply to attention or LayerNorm (the model is a "
+            "transformer)",
+            "use lrp (composite attnlrp or epsilon), gradient_x_input or integrated_gradients",
+        )
     return cls(graph, **options)
 
 

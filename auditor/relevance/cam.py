@@ -62,6 +62,8 @@ class LayerCam(LayerAttribution, GradientAttribution):
 class _Cam(CaptumMethod):
     """A CAM method (see the module docstring for what `layer` means here)."""
 
+    supports_attention = False
+
     defaults: ClassVar[dict[str, Any]] = {"cam_layer": None}
     captum_class: ClassVar[type[LayerGradCam | LayerCam]]
 

@@ -11,19 +11,28 @@ from auditor.errors import RelevanceError
 from auditor.registry import Registry
 from auditor.relevance.rules import Bound, Epsilon, Flat, Gamma, Rule, ZBox, ZPlus
 
+#: attention rules of a composite: CP-LRP [Ali2022] or AttnLRP [Achtibat2024]
+CONSERVATIVE, ATTNLRP = "conservative", "attnlrp"
+
 
 @dataclass(frozen=True)
 class Composite:
     """Which rule each weighted operation gets: `input_layer` for the model's first weighted
     operation (when set), `conv` / `dense` for the others ([Montavon2019, Kohlbrenner2020]:
     rules chosen per layer). `epsilon` stabilises the weight-free operations
-    (pooling, sums, gated products)."""
+    (pooling, sums, gated products, LayerNorm).
+
+    `attention` picks the rules inside attention: `conservative` (CP-LRP [Ali2022]: the softmax
+    output is held constant, the values get all relevance) or `attnlrp` ([Achtibat2024]: the
+    uniform rule on matrix products of two input-dependent operands and the softmax rule,
+    `auditor.relevance.transformer_rules`)."""
 
     name: str
     conv: Rule
     dense: Rule
     epsilon: float
     input_layer: Rule | None = None
+    attention: str = CONSERVATIVE
 
     def rule(self, kind: str, first: bool) -> Rule:
         if first and self.input_layer is not None:
@@ -103,6 +112,15 @@ def _epsilon_plus_flat(p: RuleParams) -> Composite:
 def _alpha1beta0(p: RuleParams) -> Composite:
     """alpha1-beta0 (z+) on every convolution and dense layer"""
     return Composite("alpha1beta0", ZPlus(epsilon=p.epsilon), ZPlus(epsilon=p.epsilon), p.epsilon)
+
+
+@COMPOSITES.register("attnlrp")
+def _attnlrp(p: RuleParams) -> Composite:
+    """AttnLRP for transformers: epsilon on every layer, uniform rule on attention products, softmax rule"""
+    return Composite(
+        "attnlrp", Epsilon(epsilon=p.epsilon), Epsilon(epsilon=p.epsilon), p.epsilon,
+        attention=ATTNLRP,
+    )  # fmt: skip
 
 
 def composites() -> dict[str, str]:

@@ -102,6 +102,8 @@ class SquaredGradient(_Gradient):
 class GuidedBackprop(_Gradient):
     """Guided backprop [Springenberg2015] on a copy of the graph with guided ReLUs."""
 
+    supports_attention = False
+
     name = "guided_backprop"
     description = "gradient with ReLU backward passing only positive gradients of active units"
 

@@ -15,13 +15,18 @@ flows along the graph as the gradient does [Montavon2019]):
 * products of two input-dependent tensors (gating, attention: `mul`, `div`, `matmul`, `bmm`):
   signal takes all [Arras2017] -- the gate (the operand computed by a sigmoid or
   softmax, the divisor, or the left factor `A` of `A @ V`) is held constant and the signal
-  gets all relevance by the epsilon rule; a product with a constant passes relevance through;
+  gets all relevance by the epsilon rule; a product with a constant passes relevance through.
+  Inside attention this is CP-LRP [Ali2022] (the attention weights held constant); a composite
+  with `attention="attnlrp"` gives matrix products of two input-dependent operands the
+  uniform rule and softmax the softmax rule instead [Achtibat2024];
+* LayerNorm: the standard deviation held constant, then epsilon [Ali2022, Achtibat2024];
 * max pooling: winner takes all (its gradient);
-* elementwise activations (SiLU, GELU, hardswish, ... and softmax): relevance passes
-  unchanged, the identity rule of [Achtibat2024]; squeeze-excitation's `x * sigmoid(g)` and
-  `x * hardsigmoid(g)` are gated products (above), the gate held constant [Ali2022];
+* elementwise activations (SiLU, GELU, hardswish, ... and softmax outside AttnLRP): relevance
+  passes unchanged, the identity rule of [Achtibat2024]; squeeze-excitation's `x * sigmoid(g)`
+  and `x * hardsigmoid(g)` are gated products (above), the gate held constant [Ali2022];
 * LayerNorm: the LN rule of [Ali2022], the deviation held constant so the layer is linear
-  (centring, scale, bias), by the epsilon rule;
+  (centring, scale, bias), by the epsilon rule (AttnLRP's identity rule on the normalisation
+  [Achtibat2024] is the same rule);
 * views, reshapes, copies, concatenation, slicing: their gradient (a permutation of relevance;
   eval-mode dropout and in-place forms are gone from the canonical graph, `model.canonical`);
 * an operation whose inputs do not depend on the explained input: a constant, computed as is.
@@ -51,8 +56,11 @@ from auditor.model.graph import (
 )
 from auditor.model.ops import (
     ACTIVATION_OPS,
+    GATE_OPS,
     LAYER_NORM_OPS,
     LRP_RULE_OPS,
+    MATRIX_PRODUCT_OPS,
+    MOVE_OPS,
     PRODUCT_OPS,
     REDISTRIBUTED_OPS,
     ROUTED_OPS,
@@ -61,10 +69,11 @@ from auditor.model.ops import (
     WEIGHTED_OPS,
 )
 from auditor.relevance.base import RELEVANCE_METHODS, RelevanceMethod
-from auditor.relevance.composites import Composite
+from auditor.relevance.composites import ATTNLRP, Composite
 from auditor.relevance.composites import composite as build_composite
 from auditor.relevance.families import LRP_FAMILIES, supported_families
 from auditor.relevance.rules import Bound, layer_norm, pass_relevance, redistribute
+from auditor.relevance.transformer_rules import softmax_rule, uniform_product
 
 aten = torch.ops.aten
 
@@ -197,10 +206,16 @@ class _RelevanceInterpreter(fx.Interpreter):
             return _redistribute(
                 target, args, kwargs, [i for i in (0, 1) if _dependent(args[i])], eps
             )
+        attnlrp = self.rules.attention == ATTNLRP
+        if target in MATRIX_PRODUCT_OPS and attnlrp and _dependent(args[0]) and _dependent(args[1]):
+            return uniform_product(lambda a, b: target(a, b, **kwargs), args[0], args[1], eps)
         if target in PRODUCT_OPS:
             return _redistribute(target, args, kwargs, [_signal(self.node, target, args)], eps)
         if target in LAYER_NORM_OPS:
             return layer_norm(*args[:5], epsilon=eps)
+        if target in SOFTMAX_OPS and attnlrp:
+            first, *rest = args
+            return softmax_rule(lambda t: target(t, *rest, **kwargs), first, eps)
         if target in ACTIVATION_OPS or target in SOFTMAX_OPS:
             first, *rest = args
             return pass_relevance(lambda t: target(t, *rest, **kwargs), first)

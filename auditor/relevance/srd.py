@@ -290,6 +290,8 @@ class SRD(RelevanceMethod):
     the total of eq. 4 at the encoder output (sharing ratios into each PFV sum to 1).
     """
 
+    supports_attention = False
+
     name: ClassVar[str] = "srd"
     description: ClassVar[str] = (
         "sharing ratio decomposition: relevance of pre-activation pointwise feature vectors, "
