@@ -268,7 +268,7 @@ def test_cli_audits_a_vit_logged_to_mlflow(mlflow_server, tmp_path):
         "dropout": {"bootstrap_replicates": 100, "dose_response_random_repeats": 3},
         "subclasses": {"thresholds": {"min_cluster_size": 4}},
         "gallery": {"samples_per_channel": 4},
-        "drift": {"bootstrap_replicates": 20},
+        "drift": {"bootstrap_replicates": 50},
         "artifacts_dir": str(tmp_path / "artifacts"),
         "store_url": f"sqlite:///{tmp_path / 'auditor.db'}",
         "tracking_uri": mlflow_server,
@@ -293,7 +293,8 @@ def test_cli_audits_a_vit_logged_to_mlflow(mlflow_server, tmp_path):
     entry = gallery["channels"][0]["entries"][0]
     top, left, bottom, right = entry["box"]
     assert (bottom - top, right - left) == (8, 8)  # the patch of the peak token
-    assert Path(gallery["channels"][0]["heatmaps_image"]).exists()
+    folder = tmp_path / "artifacts" / f"audit-{report['audit_id']}" / "gallery"
+    assert (folder / gallery["channels"][0]["heatmaps_image"]).is_file()
     store = AuditStore(config["store_url"])
     try:
         assert store.get_audit(report["audit_id"]).status == "succeeded"
