@@ -23,12 +23,12 @@ from auditor.model.graph import ModelGraph
 from auditor.model.onnx import load_onnx
 from auditor.model.tokens import patch_box, patch_grid
 from auditor.relevance import LRP, channel_relevance, composite, explain
-from auditor.relevance.rules import pass_relevance
-from auditor.relevance.rules import layer_norm
+from auditor.relevance.rules import layer_norm, pass_relevance
 from auditor.relevance.transformer_rules import softmax_rule, uniform_product
 from auditor.store import AuditStore
 from auditor.tracking.resolve import load_model
 from tests.families import vit as VIT
+
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
 #: the ONNX operators of a torch.onnx-exported ViT that the importer lacks (issue 12, onnxio)
 MISSING_ONNX_OPS = "ConstantOfShape, Equal, Where, Expand (the class token), Split (qkv)"

@@ -56,11 +56,9 @@ from auditor.model.graph import (
 )
 from auditor.model.ops import (
     ACTIVATION_OPS,
-    GATE_OPS,
     LAYER_NORM_OPS,
     LRP_RULE_OPS,
     MATRIX_PRODUCT_OPS,
-    MOVE_OPS,
     PRODUCT_OPS,
     REDISTRIBUTED_OPS,
     ROUTED_OPS,

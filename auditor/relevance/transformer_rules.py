@@ -19,7 +19,6 @@ import torch
 from auditor.relevance.rules import Op, Term, propagate, redistribute
 
 
-
 def uniform_product(op: Op, a: torch.Tensor, b: torch.Tensor, epsilon: float) -> torch.Tensor:
     """`op(a, b)` (a matrix product) with the epsilon-then-uniform rule of [Achtibat2024,
     Prop. 3.3]: each factor receives half of every bilinear term's share."""
