@@ -22,16 +22,17 @@ from auditor.errors import LayerNotFoundError, ModelLoadError
 from auditor.model.batch import generalise_batch
 from auditor.model.canonical import canonicalise
 from auditor.model.ops import (
-    ATTENTION_OPS,
     BATCH_NORM_OPS,
     CONV_OPS,
     GATE_OPS,
     GLOBAL_POOL_OPS,
     LAYER_NORM_OPS,
+    MATRIX_PRODUCT_OPS,
     MOVE_OPS,
     PRODUCT_OPS,
     RESHAPE_OPS,
     SHAPE_OPS,
+    SOFTMAX_OPS,
 )
 from auditor.model.outputs import Outputs, audited_scores
 from auditor.model.tokens import TOKEN_RANK
@@ -224,8 +225,11 @@ class ModelGraph:
 
     @property
     def has_attention(self) -> bool:
-        """Whether the graph holds transformer operations (softmax, LayerNorm)."""
-        return any(n.target in ATTENTION_OPS for n in self._compute)
+        """Whether the graph holds attention: a softmax whose weights feed a matrix product."""
+        return any(
+            n.target in SOFTMAX_OPS and any(u.target in MATRIX_PRODUCT_OPS for u in n.users)
+            for n in self._compute
+        )
 
     def is_token_layer(self, layer: str) -> bool:
         """Whether `layer` outputs tokens, N x T x D (`auditor.model.tokens`)."""

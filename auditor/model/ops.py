@@ -108,10 +108,6 @@ LAYER_NORM_OPS = frozenset({aten.layer_norm.default})
 """LayerNorm over the last dimension(s) (token features): LRP's LayerNorm rule, the division by
 the standard deviation held constant [Ali2022, Achtibat2024]."""
 
-ATTENTION_OPS = SOFTMAX_OPS | LAYER_NORM_OPS
-"""Operations that mark a transformer: methods built for convolutional encoders (SRD) refuse
-a graph holding them."""
-
 GATE_OPS = SOFTMAX_OPS | {aten.sigmoid.default, aten.hardsigmoid.default}
 """Operations whose output gates a product (squeeze-excitation's sigmoid / hardsigmoid,
 attention's softmax): the operand LRP and SRD hold constant [Ali2022, Achtibat2024]."""

@@ -72,7 +72,7 @@ def _method(
         )
     if not cls.supports_attention and graph.has_attention:
         raise RelevanceError(
-            f"relevance method '{name}' does not apply to attention or LayerNorm (the model is a "
+            f"relevance method '{name}' does not apply to attention (the model is a "
             "transformer)",
             "use lrp (composite attnlrp or epsilon), gradient_x_input or integrated_gradients",
         )

@@ -24,7 +24,7 @@ class RelevanceMethod(ABC):
     description: ClassVar[str]
     #: whether `attribute` accepts `layer` (relevance at a module output)
     supports_layer: ClassVar[bool] = True
-    #: whether it explains a transformer (softmax attention, LayerNorm); methods built for
+    #: whether it explains a transformer (softmax attention); methods built for
     #: convolutional ReLU encoders (SRD, guided backpropagation, CAMs) refuse one up front
     supports_attention: ClassVar[bool] = True
 
