@@ -101,6 +101,7 @@ def test_audit_against_a_real_tracking_server(registered, shortcut_scenario, tmp
         "version": "1",
         "flavor": "pytorch-pt2",
         "run_id": report["model"]["run_id"],
+        "scores": "logits",
     }
     assert report["samples"]["sets"] == {"validation": 300, "production": 300}
     store = AuditStore(f"sqlite:///{tmp_path / 'auditor.db'}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binom
 
 from auditor.audit.pipeline import run_checks
 from auditor.checks.probes.base import build_probe
@@ -208,24 +209,29 @@ non-semantic: any finding under them on a clean control is a false alarm."""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("architecture", "seed"), CONTROL_MODELS)
-def test_clean_controls_across_architectures_give_no_false_alarm(
-    architecture: str, seed: int, tmp_path: Path
-) -> None:
+@pytest.mark.timeout(1800)  # nine small audits
+def test_clean_controls_across_architectures_alarm_at_most_at_the_stated_rate(tmp_path: Path):
     """Issue 13: the decisions hold on models nobody tuned them for. Three architectures (a
     ResNet, a VGG without BatchNorm, a Hardswish net with signed activations) x three seeds,
-    at the default thresholds (family-wise false-alarm rate 0.05 per audit): no medium or high
-    finding. Before the decision rules, the Hardswish and VGG controls raised
-    spurious_channels from gains read as losses."""
-    scenario = clean_control(tmp_path / "model", architecture, seed)
+    at the default thresholds. Each audit's family-wise false-alarm rate is 0.05, so some
+    control may alarm by chance; more alarmed controls than a binomial(9, 0.05) count gives
+    with probability 0.01 (3 or more) would mean the stated rate does not hold. Before the
+    decision rules, the Hardswish and VGG controls raised spurious_channels from gains read
+    as losses."""
     probes = {"names": CONTROL_PROBES, "non_semantic": CONTROL_PROBES}
-    config = audit_config(
-        scenario, tmp_path, probes=probes, gallery={"enabled": False},
-        subclasses={"enabled": False}, dropout={"dose_response_fractions": [],
-                                                "bootstrap_replicates": 200},
-    )
-    result = run_checks(AuditConfig.model_validate(config)).result
-    alarms = [f for f in result.findings if f.severity in ("medium", "high")]
-    assert alarms == [], _summary(result)
-    for finding in result.findings:  # every finding carries its decision at the stated rate
-        assert finding.evidence.decision.adjusted_p_value <= 0.05
+    alarmed: dict[str, str] = {}
+    for architecture, seed in CONTROL_MODELS:
+        folder = tmp_path / f"{architecture}-{seed}"
+        scenario = clean_control(folder / "model", architecture, seed)
+        config = audit_config(
+            scenario, folder, probes=probes, gallery={"enabled": False},
+            subclasses={"enabled": False}, dropout={"dose_response_fractions": [],
+                                                    "bootstrap_replicates": 200},
+        )  # fmt: skip
+        result = run_checks(AuditConfig.model_validate(config)).result
+        for finding in result.findings:  # every finding carries its decision at the stated rate
+            assert finding.evidence.decision.adjusted_p_value <= 0.05
+        if any(f.severity in ("medium", "high") for f in result.findings):
+            alarmed[f"{architecture}-{seed}"] = _summary(result)
+    allowed = int(binom.isf(0.01, len(CONTROL_MODELS), 0.05))
+    assert len(alarmed) <= allowed, alarmed

@@ -909,7 +909,7 @@ def test_upgrade_from_0004_keeps_findings_as_their_own_verdicts(sqlite_url: str)
                 created_at=utcnow(),
             ))  # fmt: skip
         upgrade(sqlite_url)
-        store = AuditStore(sqlite_url, auto_upgrade=False)
+        store = AuditStore(sqlite_url, create=False)
         try:
             (old,) = store.findings(audit_id)
             assert (old.title, old.supports_id, old.explanation) == ("old", None, None)
